@@ -1,0 +1,81 @@
+"""taskloom: generate, pool, run and collect large batches of model-iteration tasks.
+
+The names below are the public API. Heavy parts (pandas calendars, the task manager) are
+imported on first attribute access so that ``import taskloom`` stays cheap for workers and
+the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from taskloom.hookspecs import hookimpl
+from taskloom.plugins import PluginInfo, list_plugins
+from taskloom.registry import lookup as _lookup
+from taskloom.storage import get_storage
+from taskloom.taskkey import canonical_json, task_key, to_jsonable
+
+if TYPE_CHECKING:
+    from taskloom.calendar import TradingCalendar
+    from taskloom.generation import TaskGen, task_generator
+    from taskloom.manager import TaskManager, run_task
+
+__version__ = "0.1.0"
+
+#: public name -> module that defines it (imported on first access)
+_LAZY = {
+    "TradingCalendar": "taskloom.calendar",
+    "TaskGen": "taskloom.generation",
+    "task_generator": "taskloom.generation",
+    "TaskManager": "taskloom.manager",
+    "run_task": "taskloom.manager",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'taskloom' has no attribute {name!r}")
+
+
+def get_generator(name: str) -> type[TaskGen]:
+    """The generator class registered as ``name``; call it with parameters to build one."""
+    return _lookup("generator", name)
+
+
+def get_handler(name: str) -> Callable[..., Any]:
+    """The task function registered as ``name``."""
+    return _lookup("handler", name)
+
+
+def get_processor(name: str) -> Callable[..., Any]:
+    """The collector processor (class or factory) registered as ``name``."""
+    return _lookup("processor", name)
+
+
+def get_collector(name: str) -> Callable[..., Any]:
+    """The collector (class or factory) registered as ``name``."""
+    return _lookup("collector", name)
+
+
+__all__ = [
+    "PluginInfo",
+    "TaskGen",
+    "TaskManager",
+    "TradingCalendar",
+    "__version__",
+    "canonical_json",
+    "get_collector",
+    "get_generator",
+    "get_handler",
+    "get_processor",
+    "get_storage",
+    "hookimpl",
+    "list_plugins",
+    "run_task",
+    "task_generator",
+    "task_key",
+    "to_jsonable",
+]
