@@ -67,8 +67,9 @@ def _collect(kind: str) -> dict[str, Contribution]:
                 raise PluginError(f"{_provider_label(_provider)} registered a {kind} "
                                   f"with an invalid name {name!r}")
             if name in found:
+                first = _provider_label(found[name].provider)
                 raise PluginError(
-                    f"{kind} {name!r} is registered twice: by {_provider_label(found[name].provider)}"
+                    f"{kind} {name!r} is registered twice: by {first}"
                     f" and by {_provider_label(_provider)}"
                 )
             found[name] = Contribution(kind, name, obj, _provider)

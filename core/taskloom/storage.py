@@ -187,7 +187,7 @@ class Store(ABC):
     def drop_pool(self, name: str) -> None:
         """Remove a pool and every task in it."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections; the default does nothing."""
 
 

@@ -43,7 +43,8 @@ def _convert(value: Any, path: str) -> JSONValue:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TaskEncodingError(
-                    f"{path or '<root>'}: key {key!r} is a {type(key).__name__}; JSON keys are strings"
+                    f"{path or '<root>'}: key {key!r} is a {type(key).__name__};"
+                    " JSON keys are strings"
                 )
             out[key] = _convert(item, f"{path}.{key}" if path else key)
         return out

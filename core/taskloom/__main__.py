@@ -1,0 +1,5 @@
+"""``python -m taskloom`` runs the CLI."""
+
+from taskloom.cli import main
+
+main()
