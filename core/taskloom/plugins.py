@@ -86,35 +86,39 @@ def _trace(pm: pluggy.PluginManager) -> None:
 def _load(pm: pluggy.PluginManager) -> dict[str, PluginInfo]:
     infos: dict[str, PluginInfo] = {}
     blocked = _blocked_names()
-    eps = _entry_points()
-    for ep in eps:
-        if ep.name in blocked:
-            dist, version = _dist_of(ep)
-            infos[ep.name] = PluginInfo(ep.name, dist, version, "blocked", module=ep.value)
+    # importlib.metadata knows each entry point's distribution; stevedore's cached entry
+    # points do not, so provenance is looked up here by name.
+    eps = {ep.name: ep for ep in _entry_points()}
+    provenance = {name: _dist_of(ep) for name, ep in eps.items()}
+    for name in blocked & eps.keys():
+        infos[name] = PluginInfo(name, *provenance[name], "blocked", module=eps[name].value)
 
     def on_failure(_manager: Any, ep: importlib.metadata.EntryPoint, err: Exception) -> None:
-        dist, version = _dist_of(ep)
         infos[ep.name] = PluginInfo(
-            ep.name, dist, version, "failed", f"{type(err).__name__}: {err}", ep.value
+            ep.name,
+            *provenance.get(ep.name, (None, None)),
+            "failed",
+            f"{type(err).__name__}: {err}",
+            ep.value,
         )
 
-    wanted = [ep.name for ep in eps if ep.name not in blocked]
     extensions = NamedExtensionManager(
         ENTRY_POINT_GROUP,
-        names=wanted,
+        names=[name for name in eps if name not in blocked],
         on_load_failure_callback=on_failure,
         on_missing_entrypoints_callback=lambda names: None,
     )
     for ext in extensions:
-        dist, version = _dist_of(ext.entry_point)
+        dist, version = provenance.get(ext.name, (None, None))
+        module = ext.entry_point.value
         try:
             pm.register(ext.plugin, name=ext.name)
         except ValueError as err:  # pluggy: the same object or name is already registered
             infos[ext.name] = PluginInfo(
-                ext.name, dist, version, "failed", f"ValueError: {err}", ext.entry_point.value
+                ext.name, dist, version, "failed", f"ValueError: {err}", module
             )
             continue
-        infos[ext.name] = PluginInfo(ext.name, dist, version, "loaded", None, ext.entry_point.value)
+        infos[ext.name] = PluginInfo(ext.name, dist, version, "loaded", None, module)
     return infos
 
 

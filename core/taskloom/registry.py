@@ -64,8 +64,10 @@ def _collect(kind: str) -> dict[str, Contribution]:
 
         def register(name: str, obj: Any, _provider: str = impl.plugin_name) -> None:
             if not isinstance(name, str) or not name:
-                raise PluginError(f"{_provider_label(_provider)} registered a {kind} "
-                                  f"with an invalid name {name!r}")
+                raise PluginError(
+                    f"{_provider_label(_provider)} registered a {kind} "
+                    f"with an invalid name {name!r}"
+                )
             if name in found:
                 first = _provider_label(found[name].provider)
                 raise PluginError(

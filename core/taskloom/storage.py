@@ -53,8 +53,21 @@ UNDONE: tuple[str, ...] = (WAITING, RUNNING, PART_DONE)
 
 #: record fields that a query addresses directly; every other root path is a task field
 RECORD_FIELDS: frozenset[str] = frozenset(
-    {"_id", "key", "def", "status", "priority", "res", "created_at", "updated_at",
-     "not_before", "attempt", "lease", "attempts", "error"}
+    {
+        "_id",
+        "key",
+        "def",
+        "status",
+        "priority",
+        "res",
+        "created_at",
+        "updated_at",
+        "not_before",
+        "attempt",
+        "lease",
+        "attempts",
+        "error",
+    }
 )
 
 Record = dict[str, Any]

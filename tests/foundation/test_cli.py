@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import taskloom
 
@@ -17,7 +18,8 @@ def test_version():
 
 
 def test_console_script_lists_the_builtin_plugins():
-    result = subprocess.run(["taskloom", "plugins"], capture_output=True, text=True, timeout=120)
+    script = Path(sys.executable).with_name("taskloom")  # the installed console script
+    result = subprocess.run([str(script), "plugins"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
     for name, contribution in [
