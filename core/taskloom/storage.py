@@ -86,7 +86,11 @@ class Pool(ABC):
 
         Returns ``(id, created)`` aligned with ``items``; a key repeated inside the batch
         resolves to one id (created once). The batch is atomic: on any error nothing is
-        inserted. ``def`` is already canonical JSON data.
+        inserted. ``def`` is already canonical JSON data. The whole batch is checked first with
+        :func:`taskloom.query.check_items`: a key that is not a non-empty string raises
+        :class:`~taskloom.errors.StorageError`, a def with no JSON form
+        :class:`~taskloom.errors.TaskEncodingError`. Inserting through the handle of a pool
+        that was dropped meanwhile creates the pool again.
         """
 
     @abstractmethod
@@ -113,12 +117,19 @@ class Pool(ABC):
         ``attempt += 1`` and ``lease = {owner, token, until: now + lease_seconds,
         started: now, from_status: status}``. When an expired lease is reclaimed, a history
         entry ``{"attempt", "owner", "started", "ended": now, "outcome": "lease expired"}`` for
-        the lost attempt is appended to ``attempts`` first.
+        the lost attempt is appended to ``attempts`` first. ``updated_at`` becomes ``now``.
+
+        ``query`` applies to both kinds of candidates, so a query that pins ``status`` also
+        decides whether expired leases can be reclaimed.
         """
 
     @abstractmethod
     def heartbeat(self, task_id: str, token: str, until: float, now: float) -> bool:
-        """Extend the lease to ``until`` if ``token`` still holds it; False changes nothing."""
+        """Extend the lease to ``until`` if ``token`` still holds it; False changes nothing.
+
+        "Holds" means the task is ``running`` with this lease token, even if ``until`` has
+        passed, as long as nobody reclaimed it. ``updated_at`` becomes ``now``.
+        """
 
     @abstractmethod
     def finish(
@@ -132,9 +143,11 @@ class Pool(ABC):
         """Fenced end of an attempt: apply ``changes`` only if ``token`` holds the lease.
 
         ``changes`` sets top-level record fields (``status``, ``res``, ``error``,
-        ``not_before``...). The lease is cleared and ``history`` (if given) is appended to
-        ``attempts``. Returns the record after the change, or None when the task is not
-        ``running`` under that token (nothing is changed then).
+        ``not_before``...), validated by :func:`taskloom.query.check_changes` before anything
+        is written. The lease is cleared, ``history`` (if given) is appended to ``attempts``
+        (after ``changes``, should they set ``attempts``) and ``updated_at`` becomes ``now``.
+        Returns the record after the change, or None when the task is not ``running`` under
+        that token (nothing is changed then).
         """
 
     @abstractmethod
@@ -145,7 +158,7 @@ class Pool(ABC):
     def find(
         self, query: dict[str, Any], *, limit: int | None = None, skip: int = 0
     ) -> Iterator[Record]:
-        """Matching records in creation order."""
+        """Matching records in creation order; ``limit=0`` yields nothing."""
 
     @abstractmethod
     def get(self, task_id: str) -> Record | None:
@@ -157,6 +170,9 @@ class Pool(ABC):
 
         This is for administrative changes (qlib's ``reset_status``, ``prioritize``, ``retry``,
         ``cancel``). Setting ``status`` to anything but ``running`` also clears the lease.
+        ``changes`` are validated as in :meth:`finish`; ``updated_at`` becomes ``now``. The
+        count is of *matching* tasks, also those the change leaves as they were. Giving a task
+        a ``key`` another task of the pool has raises :class:`~taskloom.errors.StorageError`.
         """
 
     @abstractmethod

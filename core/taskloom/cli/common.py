@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from taskloom import __version__
 from taskloom.errors import TaskloomError
@@ -24,7 +25,7 @@ USAGE_ERROR = 2
 
 def fail(message: str) -> NoReturn:
     """Print one error line and exit with the usage-error code."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print("[bold red]error:[/]", escape(message), highlight=False, soft_wrap=True)
     sys.exit(USAGE_ERROR)
 
 
