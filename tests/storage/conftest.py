@@ -1,8 +1,8 @@
 """Fixtures for the storage tests: every backend behind one ``backend`` fixture.
 
 ``backend`` is parametrized over memory, sqlite (a real file in ``tmp_path``) and mongo (a
-fresh database per test on the session's server, see :mod:`support.mongo`); the conformance
-suite asks for it and runs unchanged against each.
+fresh database per test from the top-level ``mongo_url`` fixture); the conformance suite
+asks for it and runs unchanged against each.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.mongo import MongoServer, describe, find_server, stop_server, with_database
 from taskloom.storage import Pool, Store, get_storage
 
 
@@ -29,40 +28,7 @@ class Backend:
         return get_storage(self.url)
 
 
-def pytest_report_header() -> str:
-    """Say up front which MongoDB server the Mongo tests run against, or why they will skip."""
-    return f"taskloom MongoDB tests: {describe()}"
-
-
-@pytest.fixture(scope="session")
-def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
-    """The session's MongoDB-protocol server; skips (saying why) when there is none."""
-    found = find_server(tmp_path_factory.mktemp("secantus") / "data")
-    if isinstance(found, str):
-        pytest.skip(found)
-    try:
-        yield found
-    finally:
-        stop_server(found)
-
-
-@pytest.fixture
-def mongo_url(mongo_server: MongoServer) -> Iterator[str]:
-    """A URL naming a fresh database on the session's server, dropped after the test."""
-    import pymongo
-
-    database = f"taskloom_test_{uuid.uuid4().hex[:12]}"
-    yield with_database(mongo_server.uri, database)
-    client: pymongo.MongoClient = pymongo.MongoClient(mongo_server.uri)
-    try:
-        client.drop_database(database)
-    finally:
-        client.close()
-
-
-@pytest.fixture(
-    params=["memory", "sqlite", pytest.param("mongo", marks=pytest.mark.mongo)]
-)
+@pytest.fixture(params=["memory", "sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """Each backend in turn, with an empty store."""
     name = request.param
