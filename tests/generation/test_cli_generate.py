@@ -120,3 +120,28 @@ def test_console_script_end_to_end(tmp_path):
          str(out_file)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(out_file.read_text().splitlines()) == 4
+
+
+def test_submit_to_a_pool_is_idempotent(tmp_path):
+    from taskloom import TaskManager
+
+    storage = f"sqlite:///{tmp_path}/pool.db"
+    first = invoke(str(EXAMPLE_TEMPLATE), *ROLLING, "--pool", "study", "--storage", storage)
+    assert first.exit_code == 0, first.output
+    assert "4 new, 0 already there" in first.stdout
+    again = invoke(str(EXAMPLE_TEMPLATE), *ROLLING, "--pool", "study", "--storage", storage)
+    assert "0 new, 4 already there" in again.stdout
+    tasks = list(TaskManager("study", storage=storage).query())
+    assert [t["status"] for t in tasks] == ["waiting"] * 4
+    assert tasks[3]["def"]["dataset"]["kwargs"]["segments"]["test"] == ["2019-12-09", "2020-11-27"]
+
+
+def test_a_task_without_json_form_writes_no_file(tmp_path):
+    out_file = tmp_path / "tasks.jsonl"
+    template = tmp_path / "task.yaml"
+    template.write_text(yaml.safe_dump(example()) + "tags: !!set {a: null, b: null}\n")
+    result = invoke(str(template), *ROLLING, "-o", str(out_file), "--pool", "p",
+                    "--storage", f"sqlite:///{tmp_path}/pool.db")
+    assert result.exit_code == 2
+    assert "tags: set value" in result.stderr
+    assert not out_file.exists() and not list(tmp_path.glob(".*.tmp"))

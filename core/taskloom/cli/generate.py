@@ -1,12 +1,13 @@
 """``taskloom generate``: expand a task template with a registered generator.
 
     taskloom generate TEMPLATE.yaml --generator rolling --param step=20 --param rtype=sliding \\
-        (--calendar FILE | --exchange XSHG) [-o tasks.jsonl]
+        (--calendar FILE | --exchange XSHG) [-o tasks.jsonl] [--pool NAME [--storage URL]]
 
 The template is YAML or JSON: one task mapping, a list of them, or a qlib workflow config
 whose ``task:`` entry is the task. ``--param KEY=VALUE`` values are read as YAML scalars or
 lists (``20`` is an int, ``null`` is None, ``[1, 5]`` a list). A table shows the segments of
-every generated task; ``-o`` also writes the tasks as JSON lines.
+every generated task; ``-o`` also writes the tasks as JSON lines, and ``--pool`` submits them
+to a task pool (duplicates of tasks already there are not added again).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import click
 import yaml
 from rich.table import Table
 
-from taskloom import get_generator, to_jsonable
+from taskloom import get_generator, task_key, to_jsonable
 from taskloom.cli.common import console
 
 OPEN = "open"
@@ -146,9 +147,12 @@ def windows_table(tasks: list[dict[str, Any]], segments_path: tuple[str, ...], t
               help="Exchange calendar code (needs taskloom[calendars]), e.g. XSHG.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the tasks to this file as JSON lines.")
+@click.option("--pool", help="Also submit the tasks to this task pool.")
+@click.option("--storage", envvar="TASKLOOM_STORAGE",
+              help="Storage URL of the pool (default: sqlite:///taskloom.db).")
 def generate_command(template: Path, generator_name: str, params: tuple[str, ...],
                      calendar_file: Path | None, exchange: str | None,
-                     output: Path | None) -> None:
+                     output: Path | None, pool: str | None, storage: str | None) -> None:
     """Expand TEMPLATE (YAML or JSON) with a generator and show the windows."""
     from taskloom.generation import DEFAULT_SEGMENTS_PATH, task_generator
 
@@ -166,8 +170,23 @@ def generate_command(template: Path, generator_name: str, params: tuple[str, ...
     segments_path = getattr(generator, "segments_path", DEFAULT_SEGMENTS_PATH)
     title = f"{len(tasks)} tasks from {template.name} ({generator_name})"
     console.print(windows_table(tasks, tuple(segments_path), title))
+    lines = [json.dumps(to_jsonable(task), ensure_ascii=False) + "\n" for task in tasks]
     if output is not None:
-        with open(output, "w", encoding="utf-8") as handle:
-            for task in tasks:
-                handle.write(json.dumps(to_jsonable(task), ensure_ascii=False) + "\n")
+        _write_atomically(output, "".join(lines))
         console.print(f"wrote {len(tasks)} tasks to {output}")
+    if pool is not None:
+        from taskloom.manager import TaskManager
+
+        manager = TaskManager(pool, storage=storage)
+        keys = {task_key(task) for task in tasks}
+        already = len(manager.pool.ids_for_keys(sorted(keys)))
+        manager.create_task(tasks)
+        console.print(f"submitted {len(keys)} tasks to pool {pool!r} ({manager.store.url}): "
+                      f"{len(keys) - already} new, {already} already there")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so a failure leaves no half file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
