@@ -65,7 +65,7 @@ TASK_PREFIXES: tuple[str, ...] = ("filter", "def")
 #: record fields an update may not set (identity, creation time, and the lease that only
 #: claim/heartbeat/finish manage)
 UNSETTABLE: frozenset[str] = frozenset({"_id", "created_at", "lease"})
-#: settable record fields whose values have a fixed kind (see ``_kind``), so that ordering
+#: settable record fields whose values have a fixed kind (see ``value_kind``), so that ordering
 #: and indexes behave the same on every backend
 FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "key": ("string",), "status": ("string",), "priority": ("number",),
@@ -278,7 +278,7 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
         except TaskEncodingError as exc:
             raise TaskEncodingError(f"cannot set {field!r}: {exc}") from exc
         kinds = FIELD_KINDS.get(field)
-        if kinds and _kind(out[field]) not in kinds:
+        if kinds and value_kind(out[field]) not in kinds:
             raise QueryError(f"cannot set {field!r} to {value!r:.80}: it holds a {kinds[0]}")
     return out
 
@@ -305,7 +305,8 @@ def _resolve(record: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def _kind(value: Any) -> str:
+def value_kind(value: Any) -> str:
+    """The JSON kind a comparison respects: null, bool, number, string or compound."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -322,8 +323,8 @@ def _equal(stored: Any, wanted: Any) -> bool:
         return stored is _MISSING or stored is None
     if stored is _MISSING:
         return False
-    kind = _kind(wanted)
-    if _kind(stored) != kind:
+    kind = value_kind(wanted)
+    if value_kind(stored) != kind:
         return False
     if kind == "compound":
         return canonical_text(stored) == canonical_text(wanted)
@@ -331,7 +332,7 @@ def _equal(stored: Any, wanted: Any) -> bool:
 
 
 def _compare(stored: Any, op: str, wanted: Any) -> bool:
-    if stored is _MISSING or _kind(stored) != _kind(wanted):
+    if stored is _MISSING or value_kind(stored) != value_kind(wanted):
         return False
     if op == "$lt":
         return stored < wanted

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from taskloom.query import And, Cond, Node, canonical_text
+from taskloom.query import And, Cond, Node, canonical_text, value_kind
 
 SCHEMA_VERSION = 1
 
@@ -131,20 +131,8 @@ def _typed_value(path: tuple[str, ...]) -> tuple[str, str, bool]:
     return kind, value, False
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "compound"
-
-
 def _equal(kind_expr: str, value_expr: str, value: Any, params: list[Any]) -> str:
-    kind = _kind(value)
+    kind = value_kind(value)
     if kind == "null":
         return f"({kind_expr} IS NULL OR {kind_expr} IS 'null')"
     if kind == "bool":
@@ -162,7 +150,7 @@ def _member(kind_expr: str, value_expr: str, values: list[Any], params: list[Any
     """``value IN values`` with the same typing as equality: one ``json_each`` per kind."""
     groups: dict[str, list[Any]] = {}
     for value in values:
-        groups.setdefault(_kind(value), []).append(value)
+        groups.setdefault(value_kind(value), []).append(value)
     tests = []
     for kind, members in groups.items():
         if kind in ("null", "bool"):
