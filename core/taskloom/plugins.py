@@ -161,7 +161,11 @@ def register_plugin(plugin: object, name: str) -> None:
     pm = get_plugin_manager()
     with _lock:
         pm.register(plugin, name=name)
-        pm.check_pending()
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError:
+            pm.unregister(plugin, name=name)  # a rejected plugin must not linger
+            raise
         _infos[name] = PluginInfo(name, None, None, "in-process", module=type(plugin).__module__)
     for listener in _listeners:
         listener()

@@ -175,7 +175,9 @@ def test_a_misspelled_hook_is_rejected(register_plugin):
             register("x", SeedsPlugin.Gen)
 
     with pytest.raises(Exception, match="unknown hook 'taskloom_register_generator'"):
-        register_plugin(Plugin())
+        register_plugin(Plugin(), "misspelled")
+    assert plugins.get_plugin_manager().get_plugin("misspelled") is None
+    assert "misspelled" not in {info.name for info in taskloom.list_plugins()}
 
 
 def test_block_env_skips_a_plugin_without_importing_it():

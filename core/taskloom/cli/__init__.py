@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from taskloom.cli.common import main
+from taskloom.cli.generate import generate_command
 from taskloom.cli.plugins import plugins_command
+from taskloom.cli.pool import POOL_COMMANDS
 
 main.add_command(plugins_command)
+main.add_command(generate_command)
+for _command in POOL_COMMANDS:
+    main.add_command(_command)
 
 __all__ = ["main"]

@@ -1,0 +1,39 @@
+"""Built-in handlers for demos and benchmarks: ``noop`` and ``sleep``.
+
+Real handlers train models; these two need no data, so a pool and its workers can be tried
+out (``taskloom worker POOL --handler sleep``) and measured (``benchmarks/bench_pool.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from taskloom import hookimpl
+from taskloom.hookspecs import RegisterHandler
+
+#: how long ``sleep`` sleeps when the task does not say
+DEFAULT_SLEEP_SECONDS = 1.0
+
+
+def noop(param: Any, **kwargs: Any) -> None:
+    """Do nothing and return no result: measures the pool's own cost per task."""
+    return None
+
+
+def sleep(param: Any, **kwargs: Any) -> dict[str, float]:
+    """Sleep ``param["seconds"]`` seconds (1 s by default) and report how long it slept."""
+    seconds = DEFAULT_SLEEP_SECONDS
+    if isinstance(param, dict) and "seconds" in param:
+        seconds = float(param["seconds"])
+    if seconds < 0:
+        raise ValueError(f"sleep: seconds must not be negative, got {seconds}")
+    time.sleep(seconds)
+    return {"slept": seconds}
+
+
+@hookimpl
+def taskloom_register_handlers(register: RegisterHandler) -> None:
+    """Register ``noop`` and ``sleep``."""
+    register("noop", noop)
+    register("sleep", sleep)

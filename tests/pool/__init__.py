@@ -1,0 +1,1 @@
+"""Task pool tests: TaskManager, leases, retries, hooks, workers, CLI, qlib conformance."""
