@@ -202,8 +202,11 @@ def status_command(pool: str | None, storage: str | None) -> None:
     if total:
         summary.add_row("finished", f"{finished}/{total} ({100 * finished / total:.1f}%)")
         summary.add_row("", ProgressBar(total=total, completed=finished, width=40))
-    summary.add_row("throughput", f"{recent / THROUGHPUT_WINDOW:.2f} tasks/s "
-                                  f"({recent} done in the last {THROUGHPUT_WINDOW:.0f} s)")
+    first = next(tm.pool.find({}, limit=1), None)
+    # a pool younger than the window is measured over its own age, not the whole window
+    span = min(THROUGHPUT_WINDOW, now - first["created_at"]) if first else THROUGHPUT_WINDOW
+    summary.add_row("throughput", f"{recent / max(span, 1e-9):.2f} tasks/s "
+                                  f"({recent} done in the last {span:.0f} s)")
     if stale:
         summary.add_row("expired leases", Text(f"{stale} (claimed again by the next worker, "
                                                "or now by `taskloom reap`)", style="yellow"))
@@ -224,14 +227,19 @@ def ls_command(pool: str, storage: str | None, statuses: tuple[str, ...],
     tm = _manager(pool, storage)
     query = _selection((), query_text, statuses)
     table = Table(title=f"pool {pool}")
-    for column in ("id", "status", "priority", "attempt", "updated", "task", "error"):
-        table.add_column(column, overflow="fold" if column == "task" else "ellipsis")
+    for column in ("id", "status", "priority", "attempt", "updated", "task", "result / error"):
+        wide = column in ("task", "result / error")
+        table.add_column(column, overflow="ellipsis", no_wrap=not wide,
+                         max_width=32 if wide else None)
     shown = 0
     for task in tm.pool.find(query, limit=limit or None):
-        error = task.get("error") or {}
+        error = task.get("error")
+        outcome = (Text(f"{error['type']}: {error['message']}", style="red") if error
+                   else _short_json(task["res"], width=50) if task.get("res") is not None
+                   else Text(""))
         table.add_row(Text(task["_id"]), _status_text(task["status"]), str(task["priority"]),
                       str(task["attempt"]), _when(task.get("updated_at")),
-                      _short_json(task["def"]), Text(error.get("type", "")))
+                      _short_json(task["def"], width=40), outcome)
         shown += 1
     console.print(table)
     total = sum(tm.task_stat(query).values())
