@@ -11,7 +11,10 @@ number of tasks with the same process counts: the physical limit of the file. Th
 that the SQLite pool reaches at least half of it. ``memory://`` lives in one process, so it
 is measured with one (and at most 2,000 tasks: it scans its records on every claim). MongoDB
 is measured when ``--mongo-url`` (or ``TASKLOOM_BENCH_MONGO_URL``) names a server, with
-``--mongo-tasks`` tasks.
+``--mongo-tasks`` tasks. Without one, if the SecantusDB test server is installed
+(``.venv-mongo``, see ``tests/support/mongo.py``), it is started as a separate process for
+the run and the same rows are printed for it, labelled as what they are: a functional check
+of the MongoDB backend over the wire, not a MongoDB throughput figure.
 
 Growth (SQLite): ``create_task`` of 20,000 rolling-style tasks of which half are already in
 the pool, on a pool of 10,000 tasks and again on one of 100,000, against a bare
@@ -29,6 +32,7 @@ import multiprocessing
 import os
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -41,6 +45,8 @@ from taskloom.manager import TaskManager
 from taskloom.storage import get_storage
 
 SPAWN = multiprocessing.get_context("spawn")
+#: the repository's tests folder, for the SecantusDB helpers in ``support/mongo.py``
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 #: the memory backend scans its dict per claim (it is the reference, not a fast path)
 MEMORY_TASKS = 2_000
 
@@ -158,12 +164,38 @@ def throughput(workdir: Path, tasks: int, counts: list[int], mongo_url: str | No
     n_memory = min(tasks, MEMORY_TASKS)
     rate = memory_rate(n_memory)
     print(f"  {f'memory pool ({n_memory} tasks)':<28}{1:>6}{rate:>12,.0f}")
-    if not mongo_url:
-        print("  mongodb: skipped (give --mongo-url or TASKLOOM_BENCH_MONGO_URL)")
-        return
+    if mongo_url:
+        mongo_rows("mongodb pool", mongo_url, mongo_tasks, counts)
+    else:
+        secantus_rows(workdir, mongo_tasks, counts)
+
+
+def mongo_rows(label: str, url: str, tasks: int, counts: list[int]) -> None:
     for n in counts:
-        rate = pool_rate(mongo_url, mongo_tasks, n)
-        print(f"  {f'mongodb pool ({mongo_tasks} tasks)':<28}{n:>6}{rate:>12,.0f}")
+        rate = pool_rate(url, tasks, n)
+        print(f"  {f'{label} ({tasks} tasks)':<28}{n:>6}{rate:>12,.0f}")
+
+
+def secantus_rows(workdir: Path, tasks: int, counts: list[int]) -> None:
+    """The MongoDB rows against a SecantusDB server started for this run, if installed.
+
+    SecantusDB is GPL-licensed and lives in its own virtualenv: it is only run as a
+    separate process (``tests/support/mongo.py`` starts and stops it), never imported.
+    """
+    sys.path.insert(0, str(TESTS))
+    from support.mongo import SECANTUSD, start_secantus, stop_server, with_database
+
+    if not SECANTUSD.exists():
+        print("  mongodb: skipped (give --mongo-url or TASKLOOM_BENCH_MONGO_URL, or install "
+              "SecantusDB in .venv-mongo as tests/support/mongo.py describes)")
+        return
+    server = start_secantus(workdir / "secantus" / "data")
+    try:
+        print("  SecantusDB test server — functional check, not a MongoDB throughput figure:")
+        mongo_rows("secantusdb pool", with_database(server.uri, "taskloom_bench"), tasks,
+                   counts)
+    finally:
+        stop_server(server)
 
 
 def rolling_task(i: int) -> dict[str, Any]:

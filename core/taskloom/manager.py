@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
+
+from pluggy import HookCaller
 
 from taskloom import plugins
 from taskloom.errors import LeaseLostError, TaskEncodingError, UnknownTaskError
@@ -40,7 +43,7 @@ from taskloom.storage import (
     Store,
     get_storage,
 )
-from taskloom.taskkey import task_key, to_jsonable
+from taskloom.taskkey import data_key, to_canonical, to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,8 @@ class TaskManager:
         self.retry_policy = retry_policy or RetryPolicy()
         self.owner = owner_id()
         self._keeper = LeaseKeeper(self.pool, self.lease_seconds)
+        # read as the plugin manager reads it: with tracing on, every hook call is shown
+        self._trace_hooks = os.environ.get(plugins.TRACE_ENV, "") not in ("", "0")
 
     def __str__(self) -> str:
         return f"TaskManager({self.store.url}, {self.task_pool})"
@@ -163,10 +168,13 @@ class TaskManager:
         ``dry_run`` inserts nothing and returns ``[]``; ``print_nt`` prints each task the
         (real or dry) run creates, once.
         """
+        # Each task is converted once, to the canonical data the store keeps; its key hashes
+        # that data and the store accepts it after a cheap check (Pool.insert_many's contract).
+        tasks: list[Any] = []
         defs: list[dict[str, Any]] = []
         for i, task in enumerate(task_def_l):
             try:
-                data = to_jsonable(task)
+                data = to_canonical(task)
             except TaskEncodingError as exc:
                 raise TaskEncodingError(
                     f"task {i}: {exc} (tasks are stored as JSON: pass dates, numbers, "
@@ -174,20 +182,21 @@ class TaskManager:
                 ) from exc
             if not isinstance(data, dict):
                 raise TaskEncodingError(f"task {i}: a task definition is a dict, got {task!r:.80}")
+            tasks.append(task)
             defs.append(data)
-        keys = [task_key(data) for data in defs]
+        keys = [data_key(data) for data in defs]
         if dry_run:
             existing = self.pool.ids_for_keys(keys)
-            new = {key: data for key, data in zip(keys, defs, strict=True) if key not in existing}
+            new = {key: task for key, task in zip(keys, tasks, strict=True) if key not in existing}
             created = list(new.values())
             ids: list[str] = []
         else:
             results = self.pool.insert_many(list(zip(keys, defs, strict=True)), time.time())
-            created = [data for data, (_, new_) in zip(defs, results, strict=True) if new_]
+            created = [task for task, (_, new_) in zip(tasks, results, strict=True) if new_]
             ids = [task_id for task_id, _ in results]
         if print_nt:
-            for data in created:
-                print(data)
+            for task in created:
+                print(to_jsonable(task))  # the caller's key order, not the stored one
         log.info("pool %s: total tasks %d, new tasks %d", self.task_pool, len(defs), len(created))
         return ids
 
@@ -216,7 +225,7 @@ class TaskManager:
                 return None
             if not self._fail_if_expired_out(task):
                 break
-        plugins.hook().taskloom_task_claimed(pool=self.task_pool, task=task)
+        self._fire(plugins.hook().taskloom_task_claimed, task=task)
         return task
 
     @contextmanager
@@ -281,7 +290,7 @@ class TaskManager:
         data = self._result_json(task, res)
         record = self._end(task, {"status": status, "res": data, "error": None,
                                   "not_before": None}, status, "commit")
-        plugins.hook().taskloom_task_finished(pool=self.task_pool, task=record, status=status)
+        self._fire(plugins.hook().taskloom_task_finished, task=record, status=status)
 
     def return_task(self, task: Mapping[str, Any], status: str | None = WAITING) -> None:
         """Put a fetched task back in ``status`` (``None`` means waiting), claimable at once.
@@ -324,6 +333,16 @@ class TaskManager:
             raise self._lost(task, action)
         return record
 
+    def _fire(self, hook: HookCaller, **kwargs: Any) -> None:
+        """Call a lifecycle hook of this pool, unless no plugin implements it.
+
+        A pluggy call costs microseconds even with no implementation, as much as the rest of
+        a no-op task's bookkeeping, so a pool without observers skips it. With tracing on
+        (``TASKLOOM_TRACE_PLUGINS``) every call is made, so that the trace shows it.
+        """
+        if self._trace_hooks or hook.get_hookimpls():
+            hook(pool=self.task_pool, **kwargs)
+
     def _lost(self, task: Mapping[str, Any], action: str) -> LeaseLostError:
         lease = task.get("lease") or {}
         return LeaseLostError(
@@ -365,7 +384,7 @@ class TaskManager:
             record = self.pool.finish(task["_id"], token, {"status": FAILED, "error": error,
                                                            "not_before": None}, entry, now)
             if record is not None:
-                plugins.hook().taskloom_task_failed(pool=self.task_pool, task=record, error=error)
+                self._fire(plugins.hook().taskloom_task_failed, task=record, error=error)
                 return "failed"
         else:
             delay = self.retry_policy.delay(n_failed) if backoff else 0.0
@@ -373,9 +392,8 @@ class TaskManager:
                        "not_before": now + delay if delay else None}
             record = self.pool.finish(task["_id"], token, changes, entry, now)
             if record is not None:
-                plugins.hook().taskloom_task_retried(
-                    pool=self.task_pool, task=record, error=error, delay=delay
-                )
+                self._fire(plugins.hook().taskloom_task_retried, task=record, error=error,
+                           delay=delay)
                 return "retried"
         log.warning("task %s: lease lost before its error could be recorded", task["_id"])
         return "lease lost"
@@ -418,7 +436,7 @@ class TaskManager:
             None, now,
         )
         if record is not None:
-            plugins.hook().taskloom_task_failed(pool=self.task_pool, task=record, error=error)
+            self._fire(plugins.hook().taskloom_task_failed, task=record, error=error)
         return True
 
     # ----------------------------------------------------------------------------------------
@@ -474,8 +492,7 @@ class TaskManager:
         except LeaseLostError as exc:
             log.warning("%s", exc)
             return "lease lost"
-        plugins.hook().taskloom_task_finished(pool=self.task_pool, task=record,
-                                              status=after_status)
+        self._fire(plugins.hook().taskloom_task_finished, task=record, status=after_status)
         return after_status
 
     # ----------------------------------------------------------------------------------------

@@ -48,14 +48,13 @@ validates the ``(key, def)`` pairs of ``Pool.insert_many`` and :func:`check_chan
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from taskloom.errors import QueryError, StorageError, TaskEncodingError
 from taskloom.storage import RECORD_FIELDS
-from taskloom.taskkey import to_jsonable
+from taskloom.taskkey import canonical_text, is_canonical, to_canonical
 
 COMPARISONS: tuple[str, ...] = ("$lt", "$lte", "$gt", "$gte")
 OPERATORS: tuple[str, ...] = ("$eq", "$ne", "$in", "$nin", *COMPARISONS, "$exists")
@@ -208,7 +207,7 @@ def _single(field: str, path: tuple[str, ...], op: str, value: Any) -> Any:
             raise QueryError(f"field '_id': ids are opaque and cannot be ordered with {op}")
         return value if isinstance(value, str) else str(value)
     try:
-        return sorted_keys(to_jsonable(value))
+        return to_canonical(value)
     except TaskEncodingError as exc:
         raise QueryError(f"field {field!r}: {op} value is not JSON data: {exc}") from exc
 
@@ -228,17 +227,19 @@ def sorted_keys(value: Any) -> Any:
     return value
 
 
-def canonical_text(value: Any) -> str:
-    """Compact sorted-key JSON text of JSON data: equal values give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def check_items(items: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """Validate ``(key, def)`` pairs before an insert and return them with canonical defs.
 
     Checking the whole batch first is what lets backends insert it atomically. A key that is
     not a non-empty string raises :class:`StorageError`; a def with no JSON form raises
     :class:`TaskEncodingError` naming the item and the path inside it.
+
+    The task manager passes defs that are canonical already (the contract of
+    ``Pool.insert_many``); those are recognised by :func:`taskloom.taskkey.is_canonical` and
+    returned as they are, not converted again. Anything else (a direct caller's dates,
+    tuples or unsorted keys) is converted here, so such input still works or fails clearly.
+    A returned def may therefore be the caller's own object: a backend that keeps it as
+    is must copy it.
     """
     out = []
     for i, item in enumerate(items):
@@ -247,8 +248,11 @@ def check_items(items: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
         key, definition = item
         if not isinstance(key, str) or not key:
             raise StorageError(f"item {i}: the task key must be a non-empty string, got {key!r}")
+        if is_canonical(definition):
+            out.append((key, definition))
+            continue
         try:
-            out.append((key, sorted_keys(to_jsonable(definition))))
+            out.append((key, to_canonical(definition)))
         except TaskEncodingError as exc:
             raise TaskEncodingError(f"item {i} (key {key[:12]}...): {exc}") from exc
     return out
@@ -274,7 +278,7 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
         if field in UNSETTABLE:
             raise QueryError(f"cannot set {field!r}: it is managed by the store")
         try:
-            out[field] = sorted_keys(to_jsonable(value))
+            out[field] = to_canonical(value)
         except TaskEncodingError as exc:
             raise TaskEncodingError(f"cannot set {field!r}: {exc}") from exc
         kinds = FIELD_KINDS.get(field)

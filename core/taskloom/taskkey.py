@@ -5,6 +5,10 @@ as ISO strings (a midnight date as ``YYYY-MM-DD``, so ``"2017-01-02"``, ``date(2
 and ``pd.Timestamp("2017-01-02")`` are the same), numpy scalars as Python numbers. Equal tasks
 therefore get equal keys whatever their key order or date types, and the pool can deduplicate
 with a unique index instead of comparing documents.
+
+Converting is the costly part of submitting a task, so it is done once: :func:`to_canonical`
+gives the data a store keeps, :func:`data_key` hashes such data without converting it again,
+and :func:`is_canonical` lets a store accept it after a cheap check instead of a conversion.
 """
 
 from __future__ import annotations
@@ -13,12 +17,25 @@ import datetime as dt
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from taskloom.errors import TaskEncodingError
 
 JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+
+
+class _Unencodable(Exception):
+    """Raised where a value has no JSON form; the path to it is collected on the way up.
+
+    Building a path string for every value converted would cost more than the conversion
+    itself, so the path is only assembled when there is an error to report.
+    """
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.segments: list[str] = []  # innermost first
 
 
 def _date_text(value: dt.datetime | dt.date) -> str:
@@ -29,67 +46,181 @@ def _date_text(value: dt.datetime | dt.date) -> str:
     return value.isoformat()
 
 
-def _convert(value: Any, path: str) -> JSONValue:
-    if value is None or isinstance(value, bool | str):
+def _convert(value: Any, sort: bool) -> JSONValue:
+    """``value`` as JSON data; dict keys sorted when ``sort``. Exact JSON types go first."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return _convert_dict(value, sort)
+    if kind is list or kind is tuple:
+        return _convert_list(value, sort)
+    if kind is float:
+        if not math.isfinite(value):
+            raise _Unencodable(f"{value!r} has no JSON form (not finite)")
+        return value
+    return _convert_other(value, sort)
+
+
+def _convert_dict(value: Mapping[Any, Any], sort: bool) -> dict[str, JSONValue]:
+    keys: Iterable[Any] = value
+    if sort:
+        try:
+            keys = sorted(value)
+        except TypeError:  # keys of several types; the loop below names the first non-string
+            pass
+    out: dict[str, JSONValue] = {}
+    for key in keys:
+        if not isinstance(key, str):
+            raise _Unencodable(f"key {key!r} is a {type(key).__name__}; JSON keys are strings")
+        try:
+            out[key] = _convert(value[key], sort)
+        except _Unencodable as exc:
+            exc.segments.append(key)
+            raise
+    return out
+
+
+def _convert_list(value: list[Any] | tuple[Any, ...], sort: bool) -> list[JSONValue]:
+    out: list[JSONValue] = []
+    for i, item in enumerate(value):
+        try:
+            out.append(_convert(item, sort))
+        except _Unencodable as exc:
+            exc.segments.append(str(i))
+            raise
+    return out
+
+
+def _convert_other(value: Any, sort: bool) -> JSONValue:
+    """Everything but the exact JSON types: subclasses, mappings, dates, numpy, pandas."""
+    if isinstance(value, bool | str):
         return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise TaskEncodingError(f"{path or '<root>'}: {value!r} has no JSON form (not finite)")
+            raise _Unencodable(f"{value!r} has no JSON form (not finite)")
         return float(value)
     if isinstance(value, Mapping):
-        out: dict[str, JSONValue] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TaskEncodingError(
-                    f"{path or '<root>'}: key {key!r} is a {type(key).__name__};"
-                    " JSON keys are strings"
-                )
-            out[key] = _convert(item, f"{path}.{key}" if path else key)
-        return out
+        return _convert_dict(value, sort)
     if isinstance(value, list | tuple):
-        return [_convert(item, f"{path}.{i}" if path else str(i)) for i, item in enumerate(value)]
+        return _convert_list(value, sort)
     if isinstance(value, dt.datetime | dt.date):
         if isinstance(value, dt.datetime) and value != value:  # pd.NaT
-            raise TaskEncodingError(f"{path or '<root>'}: NaT has no JSON form")
+            raise _Unencodable("NaT has no JSON form")
         return _date_text(value)
     module = type(value).__module__
     if module == "numpy" or module.startswith("numpy."):
-        return _convert_numpy(value, path)
+        return _convert_numpy(value, sort)
     if module.startswith("pandas") and type(value).__name__ == "NaTType":
-        raise TaskEncodingError(f"{path or '<root>'}: NaT has no JSON form")
-    raise TaskEncodingError(
-        f"{path or '<root>'}: {type(value).__name__} value {value!r:.80} has no JSON form"
-    )
+        raise _Unencodable("NaT has no JSON form")
+    raise _Unencodable(f"{type(value).__name__} value {value!r:.80} has no JSON form")
 
 
-def _convert_numpy(value: Any, path: str) -> JSONValue:
+def _convert_numpy(value: Any, sort: bool) -> JSONValue:
     import numpy as np
 
     if isinstance(value, np.datetime64):
         if np.isnat(value):
-            raise TaskEncodingError(f"{path or '<root>'}: NaT has no JSON form")
+            raise _Unencodable("NaT has no JSON form")
         import pandas as pd
 
         return _date_text(pd.Timestamp(value).to_pydatetime())
     if isinstance(value, np.ndarray):
-        return _convert(value.tolist(), path)
+        return _convert(value.tolist(), sort)
     if isinstance(value, np.generic):
-        return _convert(value.item(), path)
-    raise TaskEncodingError(f"{path or '<root>'}: {type(value).__name__} has no JSON form")
+        return _convert(value.item(), sort)
+    raise _Unencodable(f"{type(value).__name__} has no JSON form")
+
+
+def _encoding_error(value: Any, problem: _Unencodable) -> TaskEncodingError:
+    """The error for a failed conversion of ``value``, naming the path to the problem.
+
+    The problem named is the first in the caller's key order, as :func:`to_jsonable` finds
+    it: a sorting conversion may have met another one first, so ``value`` is converted again
+    without sorting.
+    """
+    try:
+        _convert(value, False)
+    except _Unencodable as exc:
+        problem = exc
+    path = ""
+    for segment in reversed(problem.segments):
+        path = f"{path}.{segment}" if path else segment
+    return TaskEncodingError(f"{path or '<root>'}: {problem.problem}")
 
 
 def to_jsonable(value: Any) -> JSONValue:
     """``value`` as plain JSON data; a :class:`TaskEncodingError` names the offending path."""
-    return _convert(value, "")
+    try:
+        return _convert(value, False)
+    except _Unencodable as exc:
+        raise _encoding_error(value, exc) from None
+
+
+def to_canonical(value: Any) -> JSONValue:
+    """``value`` as canonical JSON data: :func:`to_jsonable` with every dict's keys sorted.
+
+    This is the form a task definition, a result or a query value is stored and compared in,
+    produced in one pass.
+    """
+    try:
+        return _convert(value, True)
+    except _Unencodable as exc:
+        raise _encoding_error(value, exc) from None
+
+
+def is_canonical(value: Any) -> bool:
+    """Whether ``value`` is already what :func:`to_canonical` would return, unchanged.
+
+    That is: only exact ``dict``, ``list``, ``str``, ``int``, ``float``, ``bool`` and None,
+    string keys in ascending order, finite floats. Checking this costs a fraction of a
+    conversion, so a store can accept data the task manager already converted.
+    """
+    kind = type(value)
+    if kind is dict:
+        previous = None
+        for key, item in value.items():
+            if type(key) is not str or (previous is not None and key <= previous):
+                return False
+            if not is_canonical(item):
+                return False
+            previous = key
+        return True
+    if kind is list:
+        for item in value:
+            if not is_canonical(item):
+                return False
+        return True
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    return kind is float and math.isfinite(value)
+
+
+#: one encoder for every canonical text (``json.dumps`` with options builds one per call)
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_text(data: JSONValue) -> str:
+    """Compact sorted-key JSON text of JSON data: equal values give equal text."""
+    return _ENCODER.encode(data)
 
 
 def canonical_json(value: Any) -> str:
     """Compact JSON text with sorted keys: equal values give equal text."""
-    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_text(to_jsonable(value))
 
 
 def task_key(task: Any) -> str:
     """A stable hash (hex SHA-256) of the task's canonical JSON."""
-    return hashlib.sha256(canonical_json(task).encode("utf-8")).hexdigest()
+    return data_key(to_jsonable(task))
+
+
+def data_key(data: JSONValue) -> str:
+    """:func:`task_key` of data that is JSON data already, without converting it again.
+
+    ``data`` is the output of :func:`to_jsonable` or :func:`to_canonical`: the task manager
+    converts each task once and derives both the stored definition and the key from it.
+    """
+    return hashlib.sha256(canonical_text(data).encode("utf-8")).hexdigest()

@@ -61,7 +61,8 @@ class MemoryPool(Pool):
                     out.append((by_key[key], False))
                     continue
                 task_id = str(next(self._data.ids))
-                records[task_id] = _new_record(task_id, key, definition, now)
+                # check_items may hand back the caller's own object: keep a private copy
+                records[task_id] = _new_record(task_id, key, copy.deepcopy(definition), now)
                 by_key[key] = task_id
                 out.append((task_id, True))
             return out

@@ -5,9 +5,11 @@ How it stays safe under concurrency (measured design, see docs/storage.md):
 * WAL journal, so readers never block the writer; ``synchronous=NORMAL`` (a commit survives
   a process crash; only a power cut can lose the last transactions);
 * a ``busy_timeout`` so a writer waits for the lock instead of failing "database is locked";
-* every write is one short ``BEGIN IMMEDIATE`` transaction, and a claim is a single
-  ``UPDATE ... WHERE id = (SELECT ... ORDER BY priority DESC, id LIMIT 1) RETURNING ...``:
-  two processes can never claim the same row;
+* every write is one short transaction: a write of one statement runs on its own in
+  autocommit mode (SQLite takes the write lock when the statement starts, waiting for it as
+  ``busy_timeout`` says, and commits when it ends), a longer one in ``BEGIN IMMEDIATE``;
+* a claim is a single ``UPDATE ... WHERE id = (SELECT ... ORDER BY priority DESC, id
+  LIMIT 1) RETURNING ...``: two processes can never claim the same row;
 * one connection per process and thread; a forked child opens its own.
 
 Do not put the file on a network file system; use the MongoDB backend across machines.
@@ -15,20 +17,21 @@ Do not put the file on a network file system; use the MongoDB backend across mac
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from taskloom.errors import StorageError, UnknownNameError
-from taskloom.query import canonical_text, check_changes, check_items, normalize, sorted_keys
+from taskloom.query import canonical_text, check_changes, check_items, normalize
 from taskloom.storage import RUNNING, WAITING, Pool, Record, Store
-from taskloom.taskkey import to_jsonable
+from taskloom.taskkey import to_canonical
 
 from taskloom_sqlite.sql import (
     COLUMNS,
@@ -41,9 +44,102 @@ from taskloom_sqlite.sql import (
 
 #: seconds a writer waits for the database lock before giving up
 BUSY_TIMEOUT = 60.0
+#: parses stored JSON text (see ``_parse``)
+_DECODER = json.JSONDecoder()
 
+#: ``(key, id)`` of a pool's tasks whose keys are in a JSON list
+_IDS_FOR_KEYS = ("SELECT key, id FROM tasks WHERE pool = ? AND key IN "
+                 "(SELECT value FROM json_each(?))")
 _LEASE_CLEARED = ("lease_owner = NULL, lease_token = NULL, lease_until = NULL, "
                   "lease_started = NULL, lease_from_status = NULL")
+
+# The claim's parameters are numbered, so that each value is bound once: ?1 now, ?2 the
+# lease owner, ?3 its token, ?4 its expiry, ?5 the status claimed, ?6 the pool. The plain
+# ``?`` of a query condition take the next numbers, one set per place the condition appears.
+
+#: the best claimable task of a pool that matches ``{condition}``: waiting (or whatever
+#: status is claimed) and past its ``not_before``
+_CLAIMABLE = """
+    SELECT id FROM tasks
+    WHERE pool = ?6 AND status = ?5 AND (not_before IS NULL OR not_before <= ?1)
+        AND {condition}
+    ORDER BY priority DESC, id LIMIT 1"""
+#: the best running task of a pool that matches ``{condition}`` whose lease has expired
+_EXPIRED = """
+    SELECT id FROM tasks
+    WHERE pool = ?6 AND status = 'running' AND lease_until < ?1 AND lease_from_status = ?5
+        AND {condition}
+    ORDER BY priority DESC, id LIMIT 1"""
+#: what a claim returns: the columns whose new values it does not set itself (status,
+#: ``updated_at`` and the lease are known without reading them back)
+_CLAIM_RETURNING = "id, key, def, priority, res, created_at, not_before, attempt, attempts, error"
+#: what a finish returns: every column but ``updated_at`` and the lease, which it sets
+_FINISH_RETURNING = ("id, key, def, status, priority, res, created_at, not_before, attempt, "
+                     "attempts, error")
+#: A claim: one UPDATE that takes the better of the two candidates by priority, then id.
+#: Comparing them is only worth its cost when an expired lease exists at all, which an index
+#: probe over the pool's few running rows tells; otherwise the claimable candidate alone is
+#: the answer. A reclaim records the lost attempt in the history.
+_CLAIM = f"""
+UPDATE tasks SET
+    attempts = CASE WHEN status = 'running' AND lease_until < ?1
+        THEN json_insert(attempts, '$[#]', json_object(
+            'attempt', attempt, 'ended', ?1, 'outcome', 'lease expired',
+            'owner', lease_owner, 'started', lease_started))
+        ELSE attempts END,
+    status = 'running', attempt = attempt + 1, updated_at = ?1,
+    lease_owner = ?2, lease_token = ?3, lease_until = ?4, lease_started = ?1,
+    lease_from_status = ?5
+WHERE id = CASE
+    WHEN EXISTS (SELECT 1 FROM tasks WHERE pool = ?6 AND status = 'running'
+                 AND lease_until < ?1 AND lease_from_status = ?5)
+    THEN (SELECT id FROM tasks WHERE id IN (({_CLAIMABLE}), ({_EXPIRED}))
+          ORDER BY priority DESC, id LIMIT 1)
+    ELSE ({_CLAIMABLE})
+    END
+RETURNING {_CLAIM_RETURNING}"""
+
+
+@functools.lru_cache(maxsize=128)
+def _claim_sql(condition: str) -> str:
+    """The claim statement for a query's condition.
+
+    Cached so that the same string object comes back: sqlite3 finds its prepared statement
+    by the text, and a new 2 KB string would have to be built and hashed on every claim.
+    """
+    return _CLAIM.format(condition=condition)
+
+
+@functools.lru_cache(maxsize=128)
+def _finish_sql(fields: tuple[str, ...], append_history: bool) -> str:
+    """The fenced UPDATE of :meth:`SQLitePool.finish` that sets ``fields`` (cached likewise).
+
+    Its parameters are the fields' values, the history entry when ``append_history``, then
+    ``now``, the id, the pool and the lease token.
+    """
+    sets = [f"{field} = ?" for field in fields]
+    if append_history:
+        sets.append("attempts = json_insert(attempts, '$[#]', json(?))")
+    return (f"UPDATE tasks SET {', '.join([*sets, _LEASE_CLEARED, 'updated_at = ?'])} "
+            "WHERE id = ? AND pool = ? AND status = 'running' AND lease_token = ? "
+            f"RETURNING {_FINISH_RETURNING}")
+
+
+def _parse(text: str) -> Any:
+    """The value of JSON text, exactly as ``json.loads`` gives it (or fails).
+
+    Stored text is compact canonical JSON: ``raw_decode`` parses it without the two
+    whitespace scans that take a third of ``json.loads``'s time on small values. Text that it
+    does not parse to its very end (surrounding whitespace, or not JSON) goes to
+    ``json.loads``.
+    """
+    try:
+        value, end = _DECODER.raw_decode(text)
+        if end == len(text):
+            return value
+    except ValueError:
+        pass
+    return json.loads(text)
 
 
 class SQLiteStore(Store):
@@ -127,6 +223,22 @@ class SQLiteStore(Store):
             conn.execute("ROLLBACK")
             raise self.error(exc) from exc
 
+    def write_one(self, sql: str, params: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]:
+        """Run one write statement as its own transaction; its rows and its row count.
+
+        In autocommit mode the statement takes the write lock when it starts (waiting for it
+        like ``BEGIN IMMEDIATE``) and commits when it ends, so it is exactly as atomic as
+        ``BEGIN IMMEDIATE``, the statement, ``COMMIT``, with two round trips fewer and the
+        lock held only while SQLite works. All rows are fetched: a ``RETURNING`` statement
+        ends, and commits, only once its last row has been read.
+        """
+        try:
+            cursor = self.connection().execute(sql, params)
+            rows = cursor.fetchall()
+        except sqlite3.Error as exc:
+            raise self.error(exc) from exc
+        return rows, cursor.rowcount
+
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of one read-only statement."""
         try:
@@ -171,30 +283,42 @@ class SQLitePool(Pool):
         self._store = store
         self.name = name
 
-    def _record(self, row: tuple[Any, ...]) -> Record:
+    def _record(self, row: tuple[Any, ...], written: Mapping[str, Any] | None = None) -> Record:
+        """The record a row of :data:`COLUMNS` holds.
+
+        ``written`` holds JSON fields that the statement returning the row has just stored
+        (canonical data, equal to what decoding their text gives back); they are taken as
+        they are instead of being parsed again.
+        """
         (task_id, key, definition, status, priority, res, created_at, updated_at, not_before,
          attempt, owner, token, until, started, from_status, attempts, error) = row
         lease = None if token is None else {
             "owner": owner, "token": token, "until": until, "started": started,
             "from_status": from_status}
+        written = written or {}
         return {
             "_id": str(task_id), "key": key,
-            "def": self._decode(task_id, "def", definition),
+            "def": written["def"] if "def" in written else
+            self._decode(task_id, "def", definition),
             "status": status, "priority": priority,
-            "res": self._decode(task_id, "res", res),
+            "res": written["res"] if "res" in written else self._decode(task_id, "res", res),
             "created_at": created_at, "updated_at": updated_at, "not_before": not_before,
             "attempt": attempt, "lease": lease,
-            "attempts": self._decode(task_id, "attempts", attempts),
-            "error": self._decode(task_id, "error", error),
+            "attempts": written["attempts"] if "attempts" in written else
+            self._decode(task_id, "attempts", attempts),
+            "error": written["error"] if "error" in written else
+            self._decode(task_id, "error", error),
         }
 
     def _decode(self, task_id: int, column: str, text: Any) -> Any:
         if text is None and column in ("res", "error"):
             return None
+        if text == "[]":  # the history of every task that has not ended an attempt yet
+            return []
         try:
             if not isinstance(text, str):
                 raise ValueError(f"a {type(text).__name__} value, not JSON text")
-            return json.loads(text)
+            return _parse(text)
         except ValueError as exc:
             raise StorageError(
                 f"{self._store.path}: pool {self.name!r}, task {task_id}: column {column!r} "
@@ -204,35 +328,36 @@ class SQLitePool(Pool):
     def insert_many(
         self, items: Sequence[tuple[str, dict[str, Any]]], now: float
     ) -> list[tuple[str, bool]]:
-        """Insert missing keys as ``waiting`` tasks in one transaction."""
+        """Insert missing keys as ``waiting`` tasks in one transaction.
+
+        The new rows go in with one ``executemany``; their ids are then read back through
+        the ``(pool, key)`` index, like those of the keys that were there already.
+        """
         checked = check_items(items)
-        out = []
+        fresh: dict[str, str] = {}  # key -> def text, for the keys this batch adds
         with self._store.write() as conn:
             conn.execute("INSERT OR IGNORE INTO pools (name, created_at) VALUES (?, ?)",
                          (self.name, now))
-            known = dict(conn.execute(
-                "SELECT key, id FROM tasks WHERE pool = ? AND key IN "
-                "(SELECT value FROM json_each(?))",
-                (self.name, json.dumps([key for key, _ in checked]))))
+            known = dict(conn.execute(_IDS_FOR_KEYS,
+                                      (self.name, json.dumps([key for key, _ in checked]))))
             for key, definition in checked:
-                if key in known:
-                    out.append((str(known[key]), False))
-                    continue
-                (task_id,) = conn.execute(
+                if key not in known and key not in fresh:
+                    fresh[key] = canonical_text(definition)
+            if fresh:
+                conn.executemany(
                     "INSERT INTO tasks (pool, key, def, status, priority, created_at, "
-                    "updated_at, attempt, attempts) VALUES (?, ?, ?, ?, 0, ?, ?, 0, '[]') "
-                    "RETURNING id",
-                    (self.name, key, canonical_text(definition), WAITING, now, now),
-                ).fetchone()
-                known[key] = task_id
-                out.append((str(task_id), True))
+                    "updated_at, attempt, attempts) VALUES (?, ?, ?, ?, 0, ?, ?, 0, '[]')",
+                    [(self.name, key, text, WAITING, now, now) for key, text in fresh.items()])
+                known.update(conn.execute(_IDS_FOR_KEYS, (self.name, json.dumps(list(fresh)))))
+        out = []
+        for key, _ in checked:
+            out.append((str(known[key]), key in fresh))
+            fresh.pop(key, None)  # a key repeated in the batch is created once
         return out
 
     def ids_for_keys(self, keys: Sequence[str]) -> dict[str, str]:
         """``{key: id}`` for the keys present, through the unique ``(pool, key)`` index."""
-        rows = self._store.read(
-            "SELECT key, id FROM tasks WHERE pool = ? AND key IN (SELECT value FROM json_each(?))",
-            (self.name, json.dumps(list(keys))))
+        rows = self._store.read(_IDS_FOR_KEYS, (self.name, json.dumps(list(keys))))
         return {key: str(task_id) for key, task_id in rows}
 
     def claim(
@@ -245,60 +370,39 @@ class SQLitePool(Pool):
         lease_seconds: float,
         now: float,
     ) -> Record | None:
-        """Claim the best claimable task with one ``UPDATE ... RETURNING``."""
+        """Claim the best claimable task with one ``UPDATE ... RETURNING`` (see ``_CLAIM``)."""
         condition, cond_params = where(normalize(query))
-        sql = f"""
-            UPDATE tasks SET
-                attempts = CASE WHEN status = 'running' AND lease_until < ?
-                    THEN json_insert(attempts, '$[#]', json_object(
-                        'attempt', attempt, 'ended', ?, 'outcome', 'lease expired',
-                        'owner', lease_owner, 'started', lease_started))
-                    ELSE attempts END,
-                status = 'running', attempt = attempt + 1, updated_at = ?,
-                lease_owner = ?, lease_token = ?, lease_until = ?, lease_started = ?,
-                lease_from_status = ?
-            WHERE id = (
-                SELECT id FROM (
-                    SELECT * FROM (
-                        SELECT id, priority FROM tasks
-                        WHERE pool = ? AND status = ? AND (not_before IS NULL OR not_before <= ?)
-                            AND {condition}
-                        ORDER BY priority DESC, id LIMIT 1)
-                    UNION ALL
-                    SELECT * FROM (
-                        SELECT id, priority FROM tasks
-                        WHERE pool = ? AND status = 'running' AND lease_until < ?
-                            AND lease_from_status = ? AND {condition}
-                        ORDER BY priority DESC, id LIMIT 1))
-                ORDER BY priority DESC, id LIMIT 1)
-            RETURNING {COLUMNS}"""
-        params = [now, now, now, owner, token, now + lease_seconds, now, status,
-                  self.name, status, now, *cond_params,
-                  self.name, now, status, *cond_params]
-        with self._store.write() as conn:
-            row = conn.execute(sql, params).fetchone()
-        return None if row is None else self._record(row)
+        until = now + lease_seconds
+        params = [now, owner, token, until, status, self.name, *cond_params * 3]
+        rows, _ = self._store.write_one(_claim_sql(condition), params)
+        if not rows:
+            return None
+        (task_id, key, definition, priority, res, created_at, not_before, attempt, attempts,
+         error) = rows[0]
+        return self._record((task_id, key, definition, RUNNING, priority, res, created_at, now,
+                             not_before, attempt, owner, token, until, now, status, attempts,
+                             error))
 
     def heartbeat(self, task_id: str, token: str, until: float, now: float) -> bool:
         """Extend the lease if ``token`` holds it."""
-        with self._store.write() as conn:
-            cursor = conn.execute(
-                "UPDATE tasks SET lease_until = ?, updated_at = ? "
-                "WHERE id = ? AND pool = ? AND status = 'running' AND lease_token = ?",
-                (until, now, sql_id(task_id), self.name, token))
-        return cursor.rowcount == 1
+        _, count = self._store.write_one(
+            "UPDATE tasks SET lease_until = ?, updated_at = ? "
+            "WHERE id = ? AND pool = ? AND status = 'running' AND lease_token = ?",
+            (until, now, sql_id(task_id), self.name, token))
+        return count == 1
 
-    def _assignments(self, changes: dict[str, Any]) -> tuple[list[str], list[Any]]:
-        sets, params = [], []
+    def _assignments(self, changes: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
+        """The fields ``changes`` sets (``updated_at`` aside) and their column values."""
+        fields, params = [], []
         for field, value in changes.items():
             if field == "updated_at":  # every write sets it to ``now``
                 continue
-            sets.append(f"{field} = ?")
+            fields.append(field)
             if field in JSON_FIELDS:
                 value = None if value is None and field in ("res", "error") else \
                     canonical_text(value)
             params.append(value)
-        return sets, params
+        return tuple(fields), params
 
     def finish(
         self,
@@ -310,20 +414,22 @@ class SQLitePool(Pool):
     ) -> Record | None:
         """Fenced end of an attempt: one ``UPDATE`` guarded by the lease token."""
         checked = check_changes(changes)
-        entry = sorted_keys(to_jsonable(history)) if history else None
+        entry = to_canonical(history) if history else None
         if entry is not None and "attempts" in checked:
             checked["attempts"] = [*checked["attempts"], entry]
             entry = None
-        sets, params = self._assignments(checked)
+        fields, params = self._assignments(checked)
         if entry is not None:
-            sets.append("attempts = json_insert(attempts, '$[#]', json(?))")
             params.append(canonical_text(entry))
-        sql = (f"UPDATE tasks SET {', '.join([*sets, _LEASE_CLEARED, 'updated_at = ?'])} "
-               "WHERE id = ? AND pool = ? AND status = 'running' AND lease_token = ? "
-               f"RETURNING {COLUMNS}")
-        with self._store.write() as conn:
-            row = conn.execute(sql, [*params, now, sql_id(task_id), self.name, token]).fetchone()
-        return None if row is None else self._record(row)
+        rows, _ = self._store.write_one(_finish_sql(fields, entry is not None),
+                                        [*params, now, sql_id(task_id), self.name, token])
+        if not rows:
+            return None
+        (row_id, key, definition, status, priority, res, created_at, not_before, attempt,
+         attempts, error) = rows[0]
+        return self._record((row_id, key, definition, status, priority, res, created_at, now,
+                             not_before, attempt, None, None, None, None, None, attempts, error),
+                            checked)
 
     def counts(self, query: dict[str, Any]) -> dict[str, int]:
         """``{status: n}`` by ``GROUP BY status``; payloads are not decoded."""
@@ -354,25 +460,24 @@ class SQLitePool(Pool):
         """Set fields on matching tasks; a status other than running clears the lease."""
         checked = check_changes(changes)
         condition, cond_params = where(normalize(query))
-        sets, params = self._assignments(checked)
+        fields, params = self._assignments(checked)
+        sets = [f"{field} = ?" for field in fields]
         sets.append("updated_at = ?")
         if "status" in checked and checked["status"] != RUNNING:
             sets.append(_LEASE_CLEARED)
         sql = f"UPDATE tasks SET {', '.join(sets)} WHERE pool = ? AND {condition}"
         try:
-            with self._store.write() as conn:
-                cursor = conn.execute(sql, [*params, now, self.name, *cond_params])
+            _, count = self._store.write_one(sql, [*params, now, self.name, *cond_params])
         except StorageError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError) and "key" in checked:
                 raise StorageError(f"pool {self.name!r}: task key {checked['key']!r} would "
                                    "not be unique") from exc
             raise
-        return cursor.rowcount
+        return count
 
     def delete_many(self, query: dict[str, Any]) -> int:
         """Delete matching tasks."""
         condition, params = where(normalize(query))
-        with self._store.write() as conn:
-            cursor = conn.execute(f"DELETE FROM tasks WHERE pool = ? AND {condition}",
-                                  [self.name, *params])
-        return cursor.rowcount
+        _, count = self._store.write_one(f"DELETE FROM tasks WHERE pool = ? AND {condition}",
+                                         [self.name, *params])
+        return count
