@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -142,8 +141,8 @@ class TaskManager:
         self.retry_policy = retry_policy or RetryPolicy()
         self.owner = owner_id()
         self._keeper = LeaseKeeper(self.pool, self.lease_seconds)
-        # read as the plugin manager reads it: with tracing on, every hook call is shown
-        self._trace_hooks = os.environ.get(plugins.TRACE_ENV, "") not in ("", "0")
+        # with tracing on, every hook call is made so that the trace shows it
+        self._trace_hooks = plugins.tracing()
 
     def __str__(self) -> str:
         return f"TaskManager({self.store.url}, {self.task_pool})"

@@ -68,6 +68,11 @@ def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str | None, str | None]
     return dist.metadata["Name"], dist.version
 
 
+def tracing() -> bool:
+    """Whether ``TASKLOOM_TRACE_PLUGINS`` asks for every hook call to be printed."""
+    return os.environ.get(TRACE_ENV, "") not in ("", "0")
+
+
 def _trace(pm: pluggy.PluginManager) -> None:
     def before(hook_name: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
         names = ", ".join(impl.plugin_name for impl in impls)
@@ -131,7 +136,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         if _manager is None:
             pm = pluggy.PluginManager(hookspecs.PROJECT)
             pm.add_hookspecs(hookspecs)
-            if os.environ.get(TRACE_ENV, "") not in ("", "0"):
+            if tracing():
                 _trace(pm)
             _infos.update(_load(pm))
             pm.check_pending()

@@ -218,15 +218,6 @@ def _comparable(value: Any) -> bool:
     )
 
 
-def sorted_keys(value: Any) -> Any:
-    """JSON data with every dict's keys in sorted order (the canonical layout stored values use)."""
-    if isinstance(value, dict):
-        return {key: sorted_keys(value[key]) for key in sorted(value)}
-    if isinstance(value, list):
-        return [sorted_keys(item) for item in value]
-    return value
-
-
 def check_items(items: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """Validate ``(key, def)`` pairs before an insert and return them with canonical defs.
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from taskloom.errors import StorageError, UnknownNameError
-from taskloom.query import And, check_changes, check_items, evaluate, normalize, sorted_keys
+from taskloom.query import And, check_changes, check_items, evaluate, normalize
 from taskloom.storage import RUNNING, WAITING, Pool, Record, Store
-from taskloom.taskkey import to_jsonable
+from taskloom.taskkey import to_canonical
 
 
 class _StoreData:
@@ -133,7 +133,7 @@ class MemoryPool(Pool):
     ) -> Record | None:
         """Fenced end of an attempt (see :meth:`Pool.finish`)."""
         checked = check_changes(changes)
-        entry = sorted_keys(to_jsonable(history)) if history else None
+        entry = to_canonical(history) if history else None
         with self._data.lock:
             rec = self._held(task_id, token)
             if rec is None:

@@ -32,9 +32,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from taskloom.errors import StorageError, UnknownNameError
-from taskloom.query import check_changes, check_items, normalize, sorted_keys
+from taskloom.query import check_changes, check_items, normalize
 from taskloom.storage import RECORD_FIELDS, RUNNING, WAITING, Pool, Record, Store
-from taskloom.taskkey import to_jsonable
+from taskloom.taskkey import to_canonical
 
 from taskloom_mongo.translate import object_id, to_filter
 
@@ -377,7 +377,7 @@ class MongoPool(Pool):
             return None
         update: dict[str, Any] = {"$set": {**checked, "lease": None, "updated_at": now}}
         if history:
-            entry = sorted_keys(to_jsonable(history))
+            entry = to_canonical(history)
             if "attempts" in checked:
                 update["$set"]["attempts"] = [*checked["attempts"], entry]
             else:
