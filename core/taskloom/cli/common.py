@@ -39,6 +39,14 @@ class TaskloomGroup(click.Group):
             fail(str(exc) or type(exc).__name__)
 
 
+#: ``--storage URL``: the store a command works on, shared by every command that needs one
+storage_option = click.option(
+    "--storage", envvar="TASKLOOM_STORAGE", metavar="URL",
+    help="Store URL (memory://, sqlite:///path.db, mongodb://...); "
+         "default: TASKLOOM_STORAGE or sqlite:///taskloom.db.",
+)
+
+
 @click.group(cls=TaskloomGroup)
 @click.version_option(__version__, prog_name="taskloom")
 def main() -> None:

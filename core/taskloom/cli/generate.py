@@ -22,7 +22,7 @@ import yaml
 from rich.table import Table
 
 from taskloom import get_generator, task_key, to_jsonable
-from taskloom.cli.common import console
+from taskloom.cli.common import console, storage_option
 
 OPEN = "open"
 
@@ -148,8 +148,7 @@ def windows_table(tasks: list[dict[str, Any]], segments_path: tuple[str, ...], t
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the tasks to this file as JSON lines.")
 @click.option("--pool", help="Also submit the tasks to this task pool.")
-@click.option("--storage", envvar="TASKLOOM_STORAGE",
-              help="Storage URL of the pool (default: sqlite:///taskloom.db).")
+@storage_option
 def generate_command(template: Path, generator_name: str, params: tuple[str, ...],
                      calendar_file: Path | None, exchange: str | None,
                      output: Path | None, pool: str | None, storage: str | None) -> None:

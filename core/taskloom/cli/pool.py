@@ -24,10 +24,10 @@ from rich.table import Table
 from rich.text import Text
 
 from taskloom import registry
-from taskloom.cli.common import console, err_console
+from taskloom.cli.common import console, err_console, storage_option
 from taskloom.manager import TaskManager
 from taskloom.retry import RetryPolicy
-from taskloom.storage import CANCELLED, DONE, FAILED, RUNNING, STATUSES, UNDONE
+from taskloom.storage import CANCELLED, DONE, FAILED, RUNNING, STATUSES, UNDONE, get_storage
 from taskloom.worker import DEFAULT_WORKER_LEASE_SECONDS, WorkerConfig, open_manager, serve
 
 _STATUS_STYLE = {"waiting": "cyan", "running": "yellow", "part_done": "blue", "done": "green",
@@ -35,11 +35,6 @@ _STATUS_STYLE = {"waiting": "cyan", "running": "yellow", "part_done": "blue", "d
 #: window over which ``status`` measures throughput
 THROUGHPUT_WINDOW = 60.0
 
-storage_option = click.option(
-    "--storage", envvar="TASKLOOM_STORAGE", metavar="URL",
-    help="Store URL (memory://, sqlite:///path.db, mongodb://...); "
-         "default: TASKLOOM_STORAGE or sqlite:///taskloom.db.",
-)
 query_option = click.option("--query", "query_text", metavar="JSON",
                             help='A pool query, e.g. \'{"model.class": "LGBModel"}\'.')
 
@@ -164,8 +159,9 @@ def _pool_table(title: str, rows: list[tuple[str, dict[str, int]]]) -> Table:
 
 
 def _print_pools(storage: str | None) -> None:
-    rows = [(name, TaskManager(name, storage, create=False).task_stat())
-            for name in TaskManager.list(storage)]
+    store = get_storage(storage)  # opened once for every pool listed
+    rows = [(name, TaskManager(name, store, create=False).task_stat())
+            for name in TaskManager.list(store)]
     console.print(_pool_table("taskloom pools", rows))
 
 
