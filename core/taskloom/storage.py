@@ -40,16 +40,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-WAITING = "waiting"
-RUNNING = "running"
-PART_DONE = "part_done"
-DONE = "done"
-FAILED = "failed"
-CANCELLED = "cancelled"
-
-STATUSES: tuple[str, ...] = (WAITING, RUNNING, PART_DONE, DONE, FAILED, CANCELLED)
-#: statuses that ``wait()`` still waits for (qlib counts part_done as undone)
-UNDONE: tuple[str, ...] = (WAITING, RUNNING, PART_DONE)
+from taskloom.status import (  # noqa: F401 - re-exported: the contract speaks of these
+    CANCELLED,
+    DONE,
+    FAILED,
+    PART_DONE,
+    RUNNING,
+    STATUSES,
+    UNDONE,
+    WAITING,
+    TaskStatus,
+)
 
 #: record fields that a query addresses directly; every other root path is a task field
 RECORD_FIELDS: frozenset[str] = frozenset(

@@ -7,6 +7,7 @@ Bad input (an unknown name, a malformed URL or template, a query the pool cannot
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, NoReturn
 
@@ -51,3 +52,20 @@ storage_option = click.option(
 @click.version_option(__version__, prog_name="taskloom")
 def main() -> None:
     """taskloom: generate, pool, run and collect model-iteration tasks."""
+
+
+query_option = click.option("--query", "query_text", metavar="JSON",
+                            help='A pool query, e.g. \'{"model.class": "LGBModel"}\'.')
+
+
+def parse_query(text: str | None) -> dict[str, Any]:
+    """The ``--query`` option's JSON object; malformed text is a ValueError naming it."""
+    if not text:
+        return {}
+    try:
+        query = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--query is not valid JSON ({exc})") from exc
+    if not isinstance(query, dict):
+        raise ValueError(f"--query must be a JSON object, got {text!r}")
+    return query

@@ -1,4 +1,4 @@
-"""The pool commands: ``worker``, ``status``, ``ls``, ``show``, ``retry``, ``cancel``, ``reap``,
+"""The pool commands: ``status``, ``ls``, ``show``, ``retry``, ``cancel``, ``reap``,
 ``wait``, ``remove``, ``prioritize`` and ``pools``.
 
 Every command takes ``--storage URL`` (default: ``TASKLOOM_STORAGE`` or
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -23,36 +22,17 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from taskloom import registry
-from taskloom.cli.common import console, err_console, storage_option
+from taskloom.cli.common import console, err_console, parse_query, query_option, storage_option
 from taskloom.manager import TaskManager
-from taskloom.retry import RetryPolicy
 from taskloom.storage import CANCELLED, DONE, FAILED, RUNNING, STATUSES, UNDONE, get_storage
-from taskloom.worker import DEFAULT_WORKER_LEASE_SECONDS, WorkerConfig, open_manager, serve
 
 _STATUS_STYLE = {"waiting": "cyan", "running": "yellow", "part_done": "blue", "done": "green",
                  "failed": "bold red", "cancelled": "dim"}
 #: window over which ``status`` measures throughput
 THROUGHPUT_WINDOW = 60.0
 
-query_option = click.option("--query", "query_text", metavar="JSON",
-                            help='A pool query, e.g. \'{"model.class": "LGBModel"}\'.')
-
-
 def _manager(pool: str, storage: str | None) -> TaskManager:
     return TaskManager(pool, storage, create=False)
-
-
-def _parse_query(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        query = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--query is not valid JSON ({exc})") from exc
-    if not isinstance(query, dict):
-        raise ValueError(f"--query must be a JSON object, got {text!r}")
-    return query
 
 
 def _selection(ids: Sequence[str], query_text: str | None,
@@ -62,7 +42,7 @@ def _selection(ids: Sequence[str], query_text: str | None,
     if ids:
         parts.append({"_id": {"$in": list(ids)}})
     if query_text:
-        parts.append(_parse_query(query_text))
+        parts.append(parse_query(query_text))
     if statuses:
         parts.append({"status": {"$in": list(statuses)}})
     if not parts:
@@ -88,57 +68,6 @@ def _status_text(status: str) -> Text:
 def _short_json(value: Any, width: int = 70) -> Text:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return Text(text if len(text) <= width else text[: width - 1] + "…")
-
-
-# --------------------------------------------------------------------------------------------
-# worker
-# --------------------------------------------------------------------------------------------
-
-
-@click.command("worker")
-@click.argument("pool")
-@storage_option
-@click.option("--handler", required=True, metavar="NAME|module:function",
-              help="A registered handler (see `taskloom plugins`) or an import path.")
-@click.option("-c", "--concurrency", default=1, show_default=True, type=click.IntRange(1),
-              help="Worker processes.")
-@click.option("--max-tasks", type=click.IntRange(1),
-              help="Exit after this many tasks (per process).")
-@click.option("--idle-exit", type=click.FloatRange(0), metavar="SECONDS",
-              help="Exit after this long without a claimable task (default: keep polling).")
-@click.option("--lease", "lease_seconds", default=DEFAULT_WORKER_LEASE_SECONDS, show_default=True,
-              type=click.FloatRange(0, min_open=True), metavar="SECONDS",
-              help="Lease length; renewed every third of it while a task runs.")
-@click.option("--max-attempts", default=RetryPolicy().max_attempts, show_default=True,
-              type=click.IntRange(1), help="Failed attempts before a task is marked failed.")
-@click.option("--backoff", "backoff_seconds", default=RetryPolicy().backoff_seconds,
-              show_default=True, type=click.FloatRange(0), metavar="SECONDS",
-              help="Wait after the first failure; doubles with each further one.")
-@click.option("--stop-on-error", is_flag=True,
-              help="qlib's behaviour: put the failing task back and stop this worker.")
-@query_option
-@click.option("--before-status", type=click.Choice(["waiting", "part_done"]), default="waiting",
-              show_default=True, help="Run tasks in this status (part_done: the handler gets res).")
-@click.option("--after-status", default=DONE, show_default=True, help="Status of a committed task.")
-def worker_command(pool: str, storage: str | None, handler: str, concurrency: int,
-                   max_tasks: int | None, idle_exit: float | None, lease_seconds: float,
-                   max_attempts: int, backoff_seconds: float, stop_on_error: bool,
-                   query_text: str | None, before_status: str, after_status: str) -> None:
-    """Run tasks of POOL: claim, run the handler, commit, in N processes.
-
-    SIGTERM or SIGINT: the running task is given back at once, then the worker exits 0.
-    """
-    config = WorkerConfig(
-        pool=pool, storage=storage, handler=handler, concurrency=concurrency,
-        max_tasks=max_tasks, idle_exit=idle_exit, lease_seconds=lease_seconds,
-        query=_parse_query(query_text), before_status=before_status, after_status=after_status,
-        stop_on_error=stop_on_error,
-        retry_policy=RetryPolicy(max_attempts=max_attempts, backoff_seconds=backoff_seconds),
-    )
-    registry.resolve_callable(config.handler, "handler")
-    open_manager(config)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    sys.exit(serve(config))
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +276,7 @@ def wait_command(pool: str, storage: str | None, query_text: str | None,
     """Block until no task of POOL is waiting, running or part_done."""
     tm = _manager(pool, storage)
     try:
-        stat = tm.wait(_parse_query(query_text), timeout=timeout, poll_seconds=poll_seconds)
+        stat = tm.wait(parse_query(query_text), timeout=timeout, poll_seconds=poll_seconds)
     except TimeoutError as exc:
         err_console.print(f"[bold red]timeout:[/] {exc}", highlight=False)
         sys.exit(1)
@@ -388,6 +317,6 @@ def prioritize_command(pool: str, task_id: str, priority: int, storage: str | No
 
 
 POOL_COMMANDS: tuple[click.Command, ...] = (
-    worker_command, status_command, ls_command, show_command, retry_command, cancel_command,
+    status_command, ls_command, show_command, retry_command, cancel_command,
     reap_command, wait_command, remove_command, prioritize_command, pools_command,
 )

@@ -1,0 +1,60 @@
+"""The ``worker`` command: run a pool's tasks with a handler in one or more processes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from taskloom import registry
+from taskloom.cli.common import parse_query, query_option, storage_option
+from taskloom.retry import RetryPolicy
+from taskloom.status import DONE
+from taskloom.worker import DEFAULT_WORKER_LEASE_SECONDS, WorkerConfig, open_manager, serve
+
+
+@click.command("worker")
+@click.argument("pool")
+@storage_option
+@click.option("--handler", required=True, metavar="NAME|module:function",
+              help="A registered handler (see `taskloom plugins`) or an import path.")
+@click.option("-c", "--concurrency", default=1, show_default=True, type=click.IntRange(1),
+              help="Worker processes.")
+@click.option("--max-tasks", type=click.IntRange(1),
+              help="Exit after this many tasks (per process).")
+@click.option("--idle-exit", type=click.FloatRange(0), metavar="SECONDS",
+              help="Exit after this long without a claimable task (default: keep polling).")
+@click.option("--lease", "lease_seconds", default=DEFAULT_WORKER_LEASE_SECONDS, show_default=True,
+              type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="Lease length; renewed every third of it while a task runs.")
+@click.option("--max-attempts", default=RetryPolicy().max_attempts, show_default=True,
+              type=click.IntRange(1), help="Failed attempts before a task is marked failed.")
+@click.option("--backoff", "backoff_seconds", default=RetryPolicy().backoff_seconds,
+              show_default=True, type=click.FloatRange(0), metavar="SECONDS",
+              help="Wait after the first failure; doubles with each further one.")
+@click.option("--stop-on-error", is_flag=True,
+              help="qlib's behaviour: put the failing task back and stop this worker.")
+@query_option
+@click.option("--before-status", type=click.Choice(["waiting", "part_done"]), default="waiting",
+              show_default=True, help="Run tasks in this status (part_done: the handler gets res).")
+@click.option("--after-status", default=DONE, show_default=True, help="Status of a committed task.")
+def worker_command(pool: str, storage: str | None, handler: str, concurrency: int,
+                   max_tasks: int | None, idle_exit: float | None, lease_seconds: float,
+                   max_attempts: int, backoff_seconds: float, stop_on_error: bool,
+                   query_text: str | None, before_status: str, after_status: str) -> None:
+    """Run tasks of POOL: claim, run the handler, commit, in N processes.
+
+    SIGTERM or SIGINT: the running task is given back at once, then the worker exits 0.
+    """
+    config = WorkerConfig(
+        pool=pool, storage=storage, handler=handler, concurrency=concurrency,
+        max_tasks=max_tasks, idle_exit=idle_exit, lease_seconds=lease_seconds,
+        query=parse_query(query_text), before_status=before_status, after_status=after_status,
+        stop_on_error=stop_on_error,
+        retry_policy=RetryPolicy(max_attempts=max_attempts, backoff_seconds=backoff_seconds),
+    )
+    registry.resolve_callable(config.handler, "handler")
+    open_manager(config)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    sys.exit(serve(config))
