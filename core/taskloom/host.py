@@ -9,7 +9,9 @@ the other plugins and every lookup keep working.
 
 The process uses one default host, built from the environment on first use
 (:func:`default_host`). More hosts can be built side by side, e.g. in a test, the way pytest
-builds a fresh ``PytestPluginManager`` for each in-process run.
+builds a fresh ``PytestPluginManager`` for each in-process run. (stevedore memoizes a group's
+entry points per process, so a distribution installed after the first host loaded is not
+seen by later hosts of the same process.)
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class PluginHost:
         self._manager: pluggy.PluginManager | None = None
         self._infos: dict[str, PluginInfo] = {}
         self._catalogs: dict[str, _Catalog] = {}
+        self._collecting: set[str] = set()  # kinds whose register hooks are running
         # (kind, name) -> the failed plugin that tried to register it, so a lookup can say why
         self._failed_names: dict[tuple[str, str], str] = {}
 
@@ -254,8 +257,13 @@ class PluginHost:
     def _catalog(self, kind: str) -> _Catalog:
         with self._lock:
             if kind not in self._catalogs:
-                catalog = self._collect(KINDS[kind])
-                self._catalogs[kind] = catalog
+                if kind in self._collecting:  # a register hook looked up its own kind
+                    raise PluginError(f"a {kind} was looked up while {kind}s are registered")
+                self._collecting.add(kind)
+                try:
+                    self._catalogs[kind] = self._collect(KINDS[kind])
+                finally:
+                    self._collecting.discard(kind)
             return self._catalogs[kind]
 
     def _collect(self, kind: Kind) -> _Catalog:
