@@ -68,21 +68,14 @@ class _Catalog:
 
 
 class PluginHost:
-    """One set of plugins: discovery, validation, the load report and the contributions.
+    """The plugins of the ``taskloom.plugins`` group: validation, load report, contributions.
 
     ``blocked`` plugin names are never imported; with ``trace`` every hook call is printed to
     stderr. Plugins load the first time :attr:`manager` (or anything built on it) is used, so
     building a host costs nothing.
     """
 
-    def __init__(
-        self,
-        *,
-        group: str = ENTRY_POINT_GROUP,
-        blocked: Iterable[str] = (),
-        trace: bool = False,
-    ) -> None:
-        self.group = group
+    def __init__(self, *, blocked: Iterable[str] = (), trace: bool = False) -> None:
         self.blocked = frozenset(blocked)
         self.trace = trace
         self._lock = threading.RLock()
@@ -95,7 +88,7 @@ class PluginHost:
 
     @classmethod
     def from_environment(cls) -> PluginHost:
-        """A host for the ``taskloom.plugins`` group, switched by the ``TASKLOOM_*`` variables."""
+        """A host switched by ``TASKLOOM_BLOCK_PLUGINS`` and ``TASKLOOM_TRACE_PLUGINS``."""
         raw = os.environ.get(BLOCK_ENV, "")
         return cls(
             blocked=[part.strip() for part in raw.split(",") if part.strip()],
@@ -162,7 +155,7 @@ class PluginHost:
 
     def _load(self, pm: pluggy.PluginManager) -> None:
         """Import every non-blocked plugin of the group and admit each one on its own."""
-        eps = _entry_points(self.group)
+        eps = _entry_points(ENTRY_POINT_GROUP)
         # importlib.metadata knows each entry point's distribution; stevedore's cached entry
         # points do not, so provenance is looked up here by name.
         provenance = {name: _distribution(ep) for name, ep in eps.items()}
@@ -178,7 +171,7 @@ class PluginHost:
             )
 
         extensions = NamedExtensionManager(
-            self.group,
+            ENTRY_POINT_GROUP,
             names=[name for name in eps if name not in self.blocked],
             on_load_failure_callback=on_import_failure,
             on_missing_entrypoints_callback=lambda names: None,
