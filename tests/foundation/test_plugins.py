@@ -255,3 +255,89 @@ def test_cli_plugins_shows_a_broken_plugin(broken_plugin_path):
     lines = result.stdout.splitlines()
     rolling = next(line for line in lines if line.strip("│ ").startswith("rolling"))
     assert "generator rolling" in rolling and "loaded" in rolling
+
+
+#: plugin modules that import fine but are invalid; each is installed as its own distribution
+INVALID_PLUGINS = {
+    "misspelled_hook": """
+        from taskloom import hookimpl
+
+        @hookimpl
+        def taskloom_register_generatorz(register):
+            register("never", object)
+        """,
+    "wrong_argument": """
+        from taskloom import hookimpl
+
+        @hookimpl
+        def taskloom_register_handlers(registr):
+            registr("never", print)
+        """,
+    "bad_registration": """
+        from taskloom import hookimpl
+
+        @hookimpl
+        def taskloom_register_generators(register):
+            register("forty_two", 42)
+        """,
+}
+
+
+@pytest.fixture
+def invalid_plugins_path(tmp_path: Path) -> Path:
+    """Real distributions (dist-info on a sys.path entry) whose plugins import but are invalid."""
+    for module, source in INVALID_PLUGINS.items():
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+        info = tmp_path / f"{module}-0.1.dist-info"
+        info.mkdir()
+        dist = module.replace("_", "-")
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[taskloom.plugins]\n{module} = {module}\n")
+    return tmp_path
+
+
+def test_invalid_plugins_fail_alone_and_every_lookup_still_works(invalid_plugins_path):
+    result = run_python(
+        """
+        import taskloom
+        for info in taskloom.list_plugins():
+            print(info.name, info.status, info.error)
+        print("lookups:", taskloom.get_generator("rolling").__name__,
+              taskloom.get_handler("noop").__name__,
+              type(taskloom.get_storage("memory://x")).__name__)
+        """,
+        env={"PYTHONPATH": str(invalid_plugins_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {line.split(" ", 1)[0]: line for line in result.stdout.splitlines()}
+    assert rows["misspelled_hook"].startswith(
+        "misspelled_hook failed PluginValidationError: unknown hook 'taskloom_register_generatorz'"
+    )
+    assert rows["wrong_argument"].startswith(
+        "wrong_argument failed PluginValidationError: Plugin 'wrong_argument' for hook "
+        "'taskloom_register_handlers'"
+    )
+    assert "Argument(s) {'registr'} are declared in the hookimpl" in result.stdout
+    assert rows["rolling"] == "rolling loaded None"
+    assert rows["lookups:"] == "lookups: RollingGen noop MemoryStore"
+
+
+def test_cli_plugins_reports_invalid_plugins_and_lists_the_others(invalid_plugins_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "taskloom", "plugins"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(invalid_plugins_path)},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "misspelled-hook" in rows["misspelled_hook"]
+    assert "failed: PluginValidationError: unknown hook" in rows["misspelled_hook"]
+    assert "failed: PluginValidationError: Plugin 'wrong_argument'" in rows["wrong_argument"]
+    assert "bad-registration" in rows["bad_registration"]
+    assert "failed: taskloom_register_generators: PluginError: plugin 'bad_registration'" in (
+        rows["bad_registration"]
+    )
+    assert "generator rolling" in rows["rolling"] and "loaded" in rows["rolling"]
+    assert "handler noop" in rows["handlers"] and "loaded" in rows["handlers"]
