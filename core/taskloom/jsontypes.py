@@ -138,12 +138,14 @@ def restore(data: Any, types: Mapping[str, str] | None) -> Any:
     """
     if not types:
         return _copy(data)
+    entries = tuple(types.items())
     try:
-        trie = _cached_trie(tuple(types.items()))
-    except TypeError:  # a tag or pointer that is a list or a dict cannot be hashed
+        hash(entries)
+    except TypeError:  # a tag or pointer that is a list or a dict
         raise TaskEncodingError(
             f"types must map JSON pointers to tag strings, got {types!r:.80}"
         ) from None
+    trie = _cached_trie(entries)
     applied: list[str] = []
     out = _rebuild(data, trie, applied)
     if len(applied) != len(types):
