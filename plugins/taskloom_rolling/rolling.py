@@ -38,7 +38,7 @@ from taskloom.generation import (
     extend_handler_end,
     get_segments,
     parse_path,
-    set_path,
+    replace_path,
 )
 
 Hook = Callable[[Task, "RollingGen"], Any]
@@ -256,6 +256,11 @@ class RollingGen(TaskGen):
         return out
 
     def _update(self, task: Task, segments: dict[str, Segment]) -> None:
-        set_path(task, self.segments_path, segments)
+        """Give ``task`` its window's segments, then run the hook on it.
+
+        The segments are written through copies of the dicts on their path, so a dict that
+        ``task_copy_func`` shares with the template or the other windows stays unchanged.
+        """
+        replace_path(task, self.segments_path, segments)
         if self.ds_extra_mod_func is not None:
             self.ds_extra_mod_func(task, self)
