@@ -8,7 +8,9 @@ That keeps the definition queryable and the task key stable, but a handler given
 
 * :func:`type_map` computes it from the task as submitted: ``{pointer: tag}`` for every value
   whose type the JSON form loses, where ``pointer`` is a JSON Pointer (RFC 6901) into the task
-  and ``tag`` one of :data:`TAGS` (or ``numpy.<scalar type>``). ``None`` for plain JSON.
+  and ``tag`` is ``tuple``, ``float`` (an integral float, stored as an int), ``date``,
+  ``datetime``, ``Timestamp[<unit>]``, ``numpy.<scalar type>`` or ``numpy.datetime64[<unit>]``.
+  ``None`` for plain JSON.
 * :func:`restore` applies it to the canonical data and returns a new task with those types.
 
 ``restore(to_canonical(task), type_map(task)) == task``, with the same types. Not restored:
@@ -30,9 +32,6 @@ from taskloom.taskkey import EXACT_INT_LIMIT
 
 #: ``{JSON pointer: type tag}``; the pointer ``""`` is the task itself
 TypeMap = dict[str, str]
-
-#: the tags besides ``numpy.<scalar type>`` (e.g. ``numpy.int64``, ``numpy.datetime64[ns]``)
-TAGS = ("tuple", "float", "date", "datetime", "Timestamp[<unit>]")
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +181,7 @@ def _cached_trie(types: tuple[tuple[str, str], ...]) -> dict[Any, Any]:
 
 
 def _copy(node: Any) -> Any:
+    """A copy of JSON data sharing no dict or list with it (leaves are immutable)."""
     kind = type(node)
     if kind is dict:
         return {key: _copy(item) if type(item) in _CONTAINERS else item
@@ -195,6 +195,7 @@ _CONTAINERS = frozenset((dict, list))
 
 
 def _rebuild(node: Any, trie: dict[Any, Any], applied: list[str]) -> Any:
+    """A copy of ``node`` with the tags under ``trie`` applied; their pointers go to ``applied``."""
     kind = type(node)
     if kind is dict:
         out: Any = {}
