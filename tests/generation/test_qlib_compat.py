@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pandas as pd
@@ -239,3 +240,29 @@ def test_multi_horizon_refuses_both_spellings(golden_calendar):
 def test_time_adjuster_type_is_exported_lazily():
     assert taskloom.TimeAdjuster is TimeAdjuster
     assert TradingCalendar is taskloom.TradingCalendar
+
+
+# --------------------------------------------------------------------------------------------
+# qlib's rolling example, collection step: the test segment as a dict key after storage
+# --------------------------------------------------------------------------------------------
+
+
+def test_generated_tasks_survive_json_storage_with_their_types(rolling_cls, golden_calendar,
+                                                               qlib_template):
+    """qlib's ``rec_key`` returns ``(model class, test segment)`` and the collector uses it as
+    a dict key; a task read back as canonical JSON plus its type map must still allow that."""
+    from taskloom.jsontypes import restore, type_map
+    from taskloom.taskkey import canonical_text, to_canonical
+
+    gen = rolling_cls(step=250, rtype=rolling_cls.ROLL_SD, calendar=golden_calendar)
+    tasks = gen.generate(qlib_template)
+    stored = [(canonical_text(to_canonical(t)), json.dumps(type_map(t))) for t in tasks]
+    back = [restore(json.loads(text), json.loads(types)) for text, types in stored]
+    assert back == tasks
+
+    def rec_key(task: dict[str, Any]) -> tuple[str, Any]:
+        return task["model"]["class"], task["dataset"]["kwargs"]["segments"]["test"]
+
+    collected = {rec_key(task): i for i, task in enumerate(back)}
+    assert list(collected) == [rec_key(task) for task in tasks]
+    assert next(iter(collected))[1] == (T("2017-01-02"), T("2017-12-20"))
