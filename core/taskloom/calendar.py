@@ -501,7 +501,7 @@ class TimeAdjuster:
         side = "left" if tp_type == "start" else "right"
         return int(cal._ns.searchsorted(stamp.value, side=side)) - (tp_type == "end")
 
-    def cal_interval(self, time_point_A: DateLike, time_point_B: DateLike) -> int:  # noqa: N803
+    def cal_interval(self, time_point_A: DateLike, time_point_B: DateLike) -> int:
         """Trading days from ``time_point_B`` to ``time_point_A`` (both aligned as starts).
 
         Negative when A is before B. ``None`` for either raises ``TypeError``, as in qlib:
