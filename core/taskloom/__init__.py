@@ -18,7 +18,7 @@ from taskloom.storage import get_storage
 from taskloom.taskkey import canonical_json, task_key, to_jsonable
 
 if TYPE_CHECKING:
-    from taskloom.calendar import TradingCalendar
+    from taskloom.calendar import TimeAdjuster, TradingCalendar
     from taskloom.generation import TaskGen, task_generator
     from taskloom.manager import TaskManager, run_task
 
@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 #: public name -> module that defines it (imported on first access)
 _LAZY = {
     "TradingCalendar": "taskloom.calendar",
+    "TimeAdjuster": "taskloom.calendar",
     "TaskGen": "taskloom.generation",
     "task_generator": "taskloom.generation",
     "TaskManager": "taskloom.manager",
@@ -64,6 +65,7 @@ __all__ = [
     "PluginInfo",
     "TaskGen",
     "TaskManager",
+    "TimeAdjuster",
     "TradingCalendar",
     "__version__",
     "canonical_json",

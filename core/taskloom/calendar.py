@@ -38,6 +38,17 @@ class CalendarError(TaskloomError, ValueError):
     """A date, segment or shift that the trading calendar cannot place."""
 
 
+class ShiftOutOfCalendarError(CalendarError, KeyError):
+    """A shift moved a segment start off the calendar.
+
+    Also a ``KeyError`` because qlib's ``TimeAdjuster.shift`` raises one there, and code
+    written for qlib stops rolling with ``except KeyError``.
+    """
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0])
+
+
 @lru_cache(maxsize=4096)
 def _cached_timestamp(value: Any) -> pd.Timestamp:
     try:
@@ -316,7 +327,7 @@ class TradingCalendar:
         si, ei = self.align_indices(segment, name)
         if si is not None and rtype == SLIDING:
             if not 0 <= si + step < len(self):
-                raise CalendarError(
+                raise ShiftOutOfCalendarError(
                     f"{_label(name)}start {_day_text(self.stamps[si])} shifted by {step} trading "
                     f"days falls outside the calendar ({_day_text(self.first)}.."
                     f"{_day_text(self.last)})"
@@ -422,3 +433,127 @@ def check_rtype(rtype: Any) -> str:
     if rtype not in RTYPES:
         raise CalendarError(f"rtype must be 'expanding' or 'sliding', got {rtype!r}")
     return rtype
+
+
+# --------------------------------------------------------------------------------------------
+# qlib's TimeAdjuster, by name
+# --------------------------------------------------------------------------------------------
+
+
+class TimeAdjuster:
+    """qlib's ``TimeAdjuster`` API over a :class:`TradingCalendar`, as generators' ``gen.ta``.
+
+    Hooks written for qlib (``ds_extra_mod_func``, custom generators) call ``gen.ta.align_idx``,
+    ``cal_interval``, ``shift``... and run unchanged. Results are qlib's wherever qlib gives a
+    sound one; where qlib wraps around the calendar or crashes, the calendar's rules apply
+    (a :class:`CalendarError` naming the date, see ``docs/generation.md``). The calendar is
+    fixed: there is no ``set_end_time``; build the generator with a new calendar instead.
+    """
+
+    SHIFT_SD = SLIDING
+    SHIFT_EX = EXPANDING
+
+    __slots__ = ("calendar",)
+
+    def __init__(self, calendar: TradingCalendar) -> None:
+        if not isinstance(calendar, TradingCalendar):
+            raise CalendarError(
+                f"calendar must be a TradingCalendar, got {type(calendar).__name__}"
+            )
+        self.calendar = calendar
+
+    def __repr__(self) -> str:
+        return f"TimeAdjuster({self.calendar!r})"
+
+    @property
+    def cals(self) -> pd.DatetimeIndex:
+        """The trading days (qlib's ``ta.cals``)."""
+        return self.calendar.days
+
+    def get(self, idx: int | None) -> pd.Timestamp | None:
+        """The trading day at ``idx``; ``None`` for ``None`` or an index past the last day.
+
+        A negative index raises :class:`CalendarError` (qlib wraps around to the end).
+        """
+        return self.calendar.stamp(idx)
+
+    def max(self) -> pd.Timestamp:
+        """The calendar's last trading day."""
+        return self.calendar.last
+
+    def align_idx(self, time_point: DateLike | None, tp_type: Kind = "start") -> int | None:
+        """The calendar index of ``time_point`` aligned as a ``tp_type`` (qlib's bisect rule).
+
+        ``"start"``: the first trading day on or after it, ``len(calendar)`` when it is after
+        the last day; ``"end"``: the last trading day on or before it, ``-1`` when it is before
+        the first day. ``None`` stays ``None``. A time of day is dropped (trading days are dates).
+        """
+        if time_point is None:
+            return None
+        if tp_type not in ("start", "end"):
+            raise CalendarError(f"tp_type must be 'start' or 'end', got {tp_type!r}")
+        stamp = to_timestamp(time_point)
+        cal = self.calendar
+        if stamp < cal.first:
+            return 0 if tp_type == "start" else -1
+        if stamp > cal.last:
+            return len(cal) if tp_type == "start" else len(cal) - 1
+        side = "left" if tp_type == "start" else "right"
+        return int(cal._ns.searchsorted(stamp.value, side=side)) - (tp_type == "end")
+
+    def cal_interval(self, time_point_A: DateLike, time_point_B: DateLike) -> int:
+        """Trading days from ``time_point_B`` to ``time_point_A`` (both aligned as starts).
+
+        Negative when A is before B. ``None`` for either raises ``TypeError``, as in qlib:
+        qlib's ``handler_mod`` relies on it to leave a handler with no ``end_time`` alone.
+        """
+        for name, value in (("time_point_A", time_point_A), ("time_point_B", time_point_B)):
+            if value is None:
+                raise TypeError(f"cal_interval: {name} is None; an open bound has no index")
+        return self.align_idx(time_point_A) - self.align_idx(time_point_B)  # type: ignore[operator]
+
+    def align_time(self, time_point: DateLike | None, tp_type: Kind = "start"
+                   ) -> pd.Timestamp | None:
+        """``time_point`` moved onto the calendar as a ``tp_type``; ``None`` stays ``None``.
+
+        A start after the last day or an end before the first day raises
+        :class:`CalendarError` (qlib raises ``IndexError``, or returns the *last* day).
+        """
+        if tp_type not in ("start", "end"):
+            raise CalendarError(f"tp_type must be 'start' or 'end', got {tp_type!r}")
+        return self.calendar.align(time_point, tp_type)
+
+    def align_seg(self, segment: Any) -> Any:
+        """A ``(start, end)`` pair as an aligned tuple, or a dict of them aligned per key.
+
+        Dicts may nest. A segment with no trading day in it raises :class:`CalendarError`.
+        """
+        return self._align_seg(segment, None)
+
+    def _align_seg(self, segment: Any, name: str | None) -> Any:
+        if isinstance(segment, Mapping):
+            return {key: self._align_seg(seg, key) for key, seg in segment.items()}
+        if isinstance(segment, tuple | list):
+            return self.calendar.align_segment(segment, name)
+        raise CalendarError(
+            f"{_label(name) or 'segment: '}expected a (start, end) pair or a dict of them, "
+            f"got {segment!r:.80}"
+        )
+
+    def truncate(self, segment: Any, test_start: DateLike, days: int) -> Segment:
+        """``segment`` cut to end at least ``days`` trading days before ``test_start``.
+
+        Each bound index becomes ``min(index, idx(test_start) - days)``. Unlike qlib, the end
+        is aligned as an end, a bound on the calendar's first day is allowed (qlib #1610) and
+        an open bound stays open.
+        """
+        return self.calendar.truncate(segment, test_start, days)
+
+    def shift(self, seg: Any, step: int, rtype: RType = SHIFT_SD) -> Segment:
+        """``seg`` aligned and moved ``step`` trading days: both bounds when ``"sliding"``,
+        only the end when ``"expanding"``.
+
+        An end past the calendar becomes ``None``. A start moved off the calendar raises
+        :class:`ShiftOutOfCalendarError`, which is a ``KeyError`` as in qlib.
+        """
+        return self.calendar.shift(seg, step, rtype)

@@ -65,6 +65,23 @@ def set_path(task: Task, path: Sequence[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def replace_path(task: Task, path: Sequence[str], value: Any) -> None:
+    """Set the value at ``path`` in ``task``, replacing every dict below ``task`` on the way
+    by a shallow copy instead of writing into it.
+
+    A ``task_copy_func`` may share parts of a task on purpose with the template and the other
+    outputs; writing through copies keeps such shared dicts (and so the template and every
+    other task) unchanged, which is what keeps generation pure. Only ``task`` itself is
+    changed in place. A missing key raises ``KeyError``, as :func:`set_path` does.
+    """
+    node = task
+    for key in path[:-1]:
+        child = dict(node[key])
+        node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
 def _replaced(node: Any, path: Sequence[str], value: Any) -> Any:
     """A copy of ``node`` with only the dicts along ``path`` copied and the leaf replaced."""
     if not path:
@@ -179,7 +196,9 @@ def extend_handler_end(task: Task, gen: TaskGen) -> None:
       before the test end) nothing changes. ``end_time`` never shrinks, and ``start_time`` and
       the ``fit_*`` times are never touched.
 
-    The test window is read from ``gen.segments_path`` / ``gen.test_key``.
+    The test window is read from ``gen.segments_path`` / ``gen.test_key``. ``end_time`` is
+    written through copies of the dicts on its path (:func:`replace_path`), so a handler
+    config that ``task_copy_func`` shares between windows is never changed.
     """
     try:
         handler_kwargs = task["dataset"]["kwargs"]["handler"]["kwargs"]
@@ -192,7 +211,7 @@ def extend_handler_end(task: Task, gen: TaskGen) -> None:
     if not isinstance(handler_kwargs, dict):
         return
     if test_end is None:
-        handler_kwargs["end_time"] = None
+        replace_path(task, _HANDLER_END_PATH, None)
         return
     end_time = handler_kwargs.get("end_time")
     if end_time is None:
@@ -202,4 +221,7 @@ def extend_handler_end(task: Task, gen: TaskGen) -> None:
     except CalendarError as exc:
         raise SegmentError(f"dataset.kwargs.handler.kwargs.end_time: {exc}") from None
     if before:
-        handler_kwargs["end_time"] = test_end
+        replace_path(task, _HANDLER_END_PATH, test_end)
+
+
+_HANDLER_END_PATH = ("dataset", "kwargs", "handler", "kwargs", "end_time")

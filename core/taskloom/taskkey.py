@@ -1,8 +1,10 @@
 """Canonical JSON for tasks and results, and the task key derived from it.
 
 A task is identified by the SHA-256 of its canonical JSON: keys sorted, tuples as lists, dates
-as ISO strings (a midnight date as ``YYYY-MM-DD``, so ``"2017-01-02"``, ``date(2017, 1, 2)``
-and ``pd.Timestamp("2017-01-02")`` are the same), numpy scalars as Python numbers. Equal tasks
+as ISO strings (a naive midnight as ``YYYY-MM-DD``, so ``"2017-01-02"``, ``date(2017, 1, 2)``
+and ``pd.Timestamp("2017-01-02")`` are the same; a time zone or a time of day, to the
+nanosecond, is kept), numpy scalars as Python numbers, integral floats as ints (``1.0`` is
+``1``, as in queries). :mod:`taskloom.jsontypes` records what this loses, to restore it. Equal tasks
 therefore get equal keys whatever their key order or date types, and the pool can deduplicate
 with a unique index instead of comparing documents.
 
@@ -38,12 +40,32 @@ class _Unencodable(Exception):
         self.segments: list[str] = []  # innermost first
 
 
+#: integral floats up to this magnitude are exact ints; beyond it they stay floats (an int that
+#: large would not fit a BSON int64, and a float that large is not a count of anything)
+EXACT_INT_LIMIT = 2**53
+
+
 def _date_text(value: dt.datetime | dt.date) -> str:
+    """A naive midnight as ``YYYY-MM-DD``; any other datetime as ISO with its time and offset.
+
+    A time zone, or a time down to the nanosecond (``pd.Timestamp``), keeps the full form, so
+    a UTC midnight, a +08:00 midnight and the naive date are three different values.
+    """
     if isinstance(value, dt.datetime):
-        if value.tzinfo is None and value.time() == dt.time(0):
+        if (value.tzinfo is None and value.time() == dt.time(0)
+                and not getattr(value, "nanosecond", 0)):
             return value.date().isoformat()
         return value.isoformat()
     return value.isoformat()
+
+
+def _float(value: float) -> float | int:
+    """A finite float, as the equal int when it is integral (so 1.0 and 1 share a key)."""
+    if not math.isfinite(value):
+        raise _Unencodable(f"{value!r} has no JSON form (not finite)")
+    if value.is_integer() and -EXACT_INT_LIMIT <= value <= EXACT_INT_LIMIT:
+        return int(value)
+    return value
 
 
 def _convert(value: Any, sort: bool) -> JSONValue:
@@ -56,9 +78,7 @@ def _convert(value: Any, sort: bool) -> JSONValue:
     if kind is list or kind is tuple:
         return _convert_list(value, sort)
     if kind is float:
-        if not math.isfinite(value):
-            raise _Unencodable(f"{value!r} has no JSON form (not finite)")
-        return value
+        return _float(value)
     return _convert_other(value, sort)
 
 
@@ -99,9 +119,7 @@ def _convert_other(value: Any, sort: bool) -> JSONValue:
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Unencodable(f"{value!r} has no JSON form (not finite)")
-        return float(value)
+        return _float(float(value))
     if isinstance(value, Mapping):
         return _convert_dict(value, sort)
     if isinstance(value, list | tuple):
@@ -126,8 +144,13 @@ def _convert_numpy(value: Any, sort: bool) -> JSONValue:
             raise _Unencodable("NaT has no JSON form")
         import pandas as pd
 
-        return _date_text(pd.Timestamp(value).to_pydatetime())
+        try:
+            return _date_text(pd.Timestamp(value))  # a Timestamp keeps the nanoseconds
+        except (ValueError, OverflowError) as exc:
+            raise _Unencodable(f"{value!r} has no JSON form ({exc})") from None
     if isinstance(value, np.ndarray):
+        if value.dtype.kind == "M":  # tolist() would give nanosecond datetime64s as integers
+            return _convert_list(list(value), sort)
         return _convert(value.tolist(), sort)
     if isinstance(value, np.generic):
         return _convert(value.item(), sort)
@@ -175,8 +198,9 @@ def is_canonical(value: Any) -> bool:
     """Whether ``value`` is already what :func:`to_canonical` would return, unchanged.
 
     That is: only exact ``dict``, ``list``, ``str``, ``int``, ``float``, ``bool`` and None,
-    string keys in ascending order, finite floats. Checking this costs a fraction of a
-    conversion, so a store can accept data the task manager already converted.
+    string keys in ascending order, finite floats that are not integral (those become ints).
+    Checking this costs a fraction of a conversion, so a store can accept data the task
+    manager already converted.
     """
     kind = type(value)
     if kind is dict:
@@ -195,7 +219,8 @@ def is_canonical(value: Any) -> bool:
         return True
     if kind is str or kind is int or kind is bool or value is None:
         return True
-    return kind is float and math.isfinite(value)
+    return (kind is float and math.isfinite(value)
+            and not (value.is_integer() and -EXACT_INT_LIMIT <= value <= EXACT_INT_LIMIT))
 
 
 #: one encoder for every canonical text (``json.dumps`` with options builds one per call)

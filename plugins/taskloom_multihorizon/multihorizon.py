@@ -14,6 +14,7 @@ from typing import Any
 
 from taskloom.calendar import (
     CalendarError,
+    TimeAdjuster,
     TradingCalendar,
     check_int,
     checked_test_segment,
@@ -66,13 +67,23 @@ def render_horizon(template: Any, horizon: int) -> Any:
     return template
 
 
+def _checked_horizons(value: Any, name: str) -> list[int]:
+    """``value`` as a new list of horizons (integers >= 0); a ValueError names ``name``."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise CalendarError(f"{name} must be a list of integers, got {value!r}")
+    return [check_int(h, name, minimum=0) for h in value]
+
+
 class MultiHorizonGen(TaskGen):
     """One task per horizon in ``horizons``, in order.
 
     For each horizon ``h`` the template is copied, the horizon is written into the copy by
     :meth:`set_horizon`, the segments are aligned, and every non-test bound is cut to at most
-    ``test_start - (h + label_leak_n)`` trading days. How the horizon is written, in order of
-    precedence:
+    ``test_start - (h + label_leak_n)`` trading days. ``horizons`` may also be given as
+    ``horizon=`` (qlib's ``MultiHorizonGenBase`` name, also an attribute); the default is
+    ``[5]``, as in qlib. ``ta`` is qlib's ``TimeAdjuster`` over ``calendar``.
+
+    How the horizon is written, in order of precedence:
 
     * a subclass overriding :meth:`set_horizon` (qlib's way);
     * ``horizon_setter(task, h)``, a callable that changes the task in place;
@@ -87,9 +98,10 @@ class MultiHorizonGen(TaskGen):
 
     def __init__(
         self,
-        horizons: Iterable[int] = (5,),
+        horizons: Iterable[int] | None = None,
         label_leak_n: int = 2,
         *,
+        horizon: Iterable[int] | None = None,
         calendar: TradingCalendar,
         test_key: str = "test",
         horizon_setter: Setter | None = None,
@@ -101,9 +113,15 @@ class MultiHorizonGen(TaskGen):
             raise CalendarError(
                 f"calendar must be a TradingCalendar, got {type(calendar).__name__}"
             )
-        if isinstance(horizons, str | bytes) or not isinstance(horizons, Iterable):
-            raise CalendarError(f"horizons must be a list of integers, got {horizons!r}")
-        self.horizons = [check_int(h, "horizons", minimum=0) for h in horizons]
+        if horizons is not None and horizon is not None:
+            raise CalendarError(
+                f"give horizons or qlib's horizon, not both (horizons={horizons!r}, "
+                f"horizon={horizon!r})"
+            )
+        if horizon is not None:
+            self.horizon = horizon
+        else:
+            self.horizons = horizons if horizons is not None else [5]
         self.label_leak_n = check_int(label_leak_n, "label_leak_n", minimum=0)
         if horizon_setter is not None and not callable(horizon_setter):
             raise CalendarError(f"horizon_setter must be callable, got {horizon_setter!r:.80}")
@@ -112,12 +130,31 @@ class MultiHorizonGen(TaskGen):
         if not isinstance(test_key, str) or not test_key:
             raise CalendarError(f"test_key must be a segment name, got {test_key!r}")
         self.calendar = calendar
+        self.ta = TimeAdjuster(calendar)
         self.test_key = test_key
         self.horizon_setter = horizon_setter
         self.horizon_path = parse_path(horizon_path or DEFAULT_HORIZON_PATH)
         self.horizon_template = (DEFAULT_HORIZON_TEMPLATE if horizon_template is None
                                  else horizon_template)
         self.segments_path = parse_path(segments_path)
+
+    @property
+    def horizons(self) -> list[int]:
+        """The horizons, in generation order (the same list as qlib's :attr:`horizon`)."""
+        return self._horizons
+
+    @horizons.setter
+    def horizons(self, value: Iterable[int]) -> None:
+        self._horizons = _checked_horizons(value, "horizons")
+
+    @property
+    def horizon(self) -> list[int]:
+        """qlib's name for :attr:`horizons` (``MultiHorizonGenBase(horizon=[...])``)."""
+        return self._horizons
+
+    @horizon.setter
+    def horizon(self, value: Iterable[int]) -> None:
+        self._horizons = _checked_horizons(value, "horizon")
 
     def __repr__(self) -> str:
         return f"MultiHorizonGen(horizons={self.horizons}, label_leak_n={self.label_leak_n})"

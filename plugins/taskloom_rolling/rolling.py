@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 from taskloom.calendar import (
     EXPANDING,
+    SLIDING,
     CalendarError,
     DateLike,
     Segment,
+    TimeAdjuster,
     TradingCalendar,
     check_int,
     check_rtype,
@@ -36,7 +38,7 @@ from taskloom.generation import (
     extend_handler_end,
     get_segments,
     parse_path,
-    set_path,
+    replace_path,
 )
 
 Hook = Callable[[Task, "RollingGen"], Any]
@@ -73,12 +75,17 @@ class RollingGen(TaskGen):
     * ``segments_path``: where the segments live in a task (``dataset.kwargs.segments``).
 
     Output segments are tuples of ``pd.Timestamp`` (or ``None`` for a bound past the calendar).
+    ``ta`` is qlib's ``TimeAdjuster`` over ``calendar``, for hooks written against qlib.
     """
+
+    #: qlib's rtype constants: a fixed train start with a growing end, or every segment sliding
+    ROLL_EX = EXPANDING
+    ROLL_SD = SLIDING
 
     def __init__(
         self,
         step: int = 40,
-        rtype: str = EXPANDING,
+        rtype: str = ROLL_EX,
         ds_extra_mod_func: Hook | None = extend_handler_end,
         test_key: str = "test",
         train_key: str | None = "train",
@@ -108,6 +115,7 @@ class RollingGen(TaskGen):
         self.train_key = train_key
         self.task_copy_func = task_copy_func
         self.calendar = calendar
+        self.ta = TimeAdjuster(calendar)
         self.segments_path = parse_path(segments_path)
 
     def __repr__(self) -> str:
@@ -248,6 +256,11 @@ class RollingGen(TaskGen):
         return out
 
     def _update(self, task: Task, segments: dict[str, Segment]) -> None:
-        set_path(task, self.segments_path, segments)
+        """Give ``task`` its window's segments, then run the hook on it.
+
+        The segments are written through copies of the dicts on their path, so a dict that
+        ``task_copy_func`` shares with the template or the other windows stays unchanged.
+        """
+        replace_path(task, self.segments_path, segments)
         if self.ds_extra_mod_func is not None:
             self.ds_extra_mod_func(task, self)

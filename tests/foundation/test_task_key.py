@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from taskloom import canonical_json, task_key, to_jsonable
 from taskloom.errors import TaskEncodingError
+from taskloom.taskkey import is_canonical, to_canonical
 
 TASK = {
     "model": {"class": "LGBModel", "kwargs": {"num_leaves": 64, "lr": 0.05}},
@@ -110,3 +111,53 @@ def _reverse_key_order(value):
 def test_key_is_invariant_under_key_order_and_tuples(value):
     assert task_key(_reverse_key_order(value)) == task_key(value)
     assert json.loads(canonical_json(value)) == to_jsonable(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers and dates whose canonical form used to be wrong
+# --------------------------------------------------------------------------------------------
+
+
+def test_integral_floats_get_the_key_of_the_int():
+    """Queries treat 1 and 1.0 as equal, so the task key must too."""
+    assert task_key({"a": 1.0}) == task_key({"a": 1})
+    assert task_key({"a": np.float64(64.0)}) == task_key({"a": 64})
+    assert task_key({"a": -0.0}) == task_key({"a": 0})
+    assert task_key({"a": 1.5}) != task_key({"a": 1})
+    canonical = to_canonical({"lr": 1.0, "big": 1e300, "half": 0.5})
+    assert canonical == {"big": 1e300, "half": 0.5, "lr": 1}
+    assert type(canonical["lr"]) is int and type(canonical["big"]) is float  # beyond 2**53
+
+
+def test_an_integral_float_is_not_canonical():
+    """A store accepting ``{"a": 1.0}`` as canonical would key it apart from ``{"a": 1}``."""
+    assert not is_canonical({"a": 1.0})
+    assert is_canonical({"a": 1, "b": 0.5, "c": 1e300})
+
+
+@pytest.mark.parametrize(
+    "midnight",
+    [pd.Timestamp("2020-01-01", tz="UTC"), dt.datetime(2020, 1, 1, tzinfo=dt.UTC)],
+)
+def test_a_timezone_aware_midnight_keeps_its_offset(midnight):
+    assert to_jsonable(midnight) == "2020-01-01T00:00:00+00:00"
+    shanghai = pd.Timestamp("2020-01-01", tz="Asia/Shanghai")
+    assert to_jsonable(shanghai) == "2020-01-01T00:00:00+08:00"
+    keys = {task_key({"t": midnight}), task_key({"t": shanghai}), task_key({"t": "2020-01-01"})}
+    assert len(keys) == 3
+
+
+def test_nanoseconds_are_kept():
+    """A Timestamp 1 ns after midnight is not that midnight's date."""
+    assert to_jsonable(pd.Timestamp("2020-01-01 00:00:00.000000001")) == (
+        "2020-01-01T00:00:00.000000001")
+    assert to_jsonable(np.datetime64("2020-01-01T10:00:00.000000001")) == (
+        "2020-01-01T10:00:00.000000001")
+
+
+def test_nanosecond_datetime64_values_are_dates_not_integers():
+    days = np.array(["2020-01-01", "2020-01-02T15:30"], dtype="datetime64[ns]")
+    assert to_jsonable(days) == ["2020-01-01", "2020-01-02T15:30:00"]
+    assert to_jsonable(days[0]) == "2020-01-01"
+    assert to_jsonable(np.array([["2020-01-01"]], dtype="datetime64[D]")) == [["2020-01-01"]]
+    assert task_key({"d": days[0]}) == task_key({"d": "2020-01-01"})

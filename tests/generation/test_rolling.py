@@ -121,6 +121,30 @@ def test_task_copy_func_is_honoured(rolling, qlib_template):
     assert all(t["dataset"]["kwargs"]["handler"]["kwargs"]["cache"] is heavy for t in tasks)
 
 
+def test_the_default_hook_never_writes_into_what_task_copy_func_shares(rolling, qlib_template):
+    """A copy function sharing the handler config (the old docs example) must not give every
+    window the last window's ``end_time``, nor change the template: generation is pure."""
+    handler = qlib_template["dataset"]["kwargs"]["handler"]
+    before = copy.deepcopy(qlib_template)
+    gen = rolling(step=550, rtype="sliding",
+                  task_copy_func=lambda t: copy.deepcopy(t, {id(handler): handler}))
+    tasks = gen.generate(qlib_template)
+    ends = [t["dataset"]["kwargs"]["handler"]["kwargs"]["end_time"] for t in tasks]
+    assert ends == ["2020-08-01", T("2021-04-20")]
+    assert qlib_template == before
+
+
+def test_segments_are_never_written_into_what_task_copy_func_shares(rolling, qlib_template):
+    """Sharing ``dataset.kwargs`` itself must still give each window its own segments."""
+    kwargs = qlib_template["dataset"]["kwargs"]
+    before = copy.deepcopy(qlib_template)
+    gen = rolling(step=550, rtype="sliding", ds_extra_mod_func=None,
+                  task_copy_func=lambda t: copy.deepcopy(t, {id(kwargs): kwargs}))
+    tasks = gen.generate(qlib_template)
+    assert [segments_of(t)["test"][0] for t in tasks] == [T("2017-01-02"), T("2019-02-26")]
+    assert qlib_template == before
+
+
 def test_no_hook_and_a_custom_hook(rolling, qlib_template):
     tasks = rolling(step=250, ds_extra_mod_func=None).generate(qlib_template)
     assert {t["dataset"]["kwargs"]["handler"]["kwargs"]["end_time"] for t in tasks} == {
