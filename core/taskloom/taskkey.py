@@ -59,32 +59,38 @@ def _date_text(value: dt.datetime | dt.date) -> str:
     return value.isoformat()
 
 
-def _float(value: float) -> float | int:
-    """A finite float, as the equal int when it is integral (so 1.0 and 1 share a key)."""
+def _float(value: float, canonical: bool) -> float | int:
+    """A finite float; canonically the equal int when it is integral (1.0 and 1 share a key).
+
+    Outside the canonical form (results, ``generate -o``) a float stays a float.
+    """
     if not math.isfinite(value):
         raise _Unencodable(f"{value!r} has no JSON form (not finite)")
-    if value.is_integer() and -EXACT_INT_LIMIT <= value <= EXACT_INT_LIMIT:
+    if canonical and value.is_integer() and -EXACT_INT_LIMIT <= value <= EXACT_INT_LIMIT:
         return int(value)
     return value
 
 
-def _convert(value: Any, sort: bool) -> JSONValue:
-    """``value`` as JSON data; dict keys sorted when ``sort``. Exact JSON types go first."""
+def _convert(value: Any, canonical: bool) -> JSONValue:
+    """``value`` as JSON data; when ``canonical``, dict keys sorted and integral floats as ints.
+
+    Exact JSON types go first.
+    """
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return value
     if kind is dict:
-        return _convert_dict(value, sort)
+        return _convert_dict(value, canonical)
     if kind is list or kind is tuple:
-        return _convert_list(value, sort)
+        return _convert_list(value, canonical)
     if kind is float:
-        return _float(value)
-    return _convert_other(value, sort)
+        return _float(value, canonical)
+    return _convert_other(value, canonical)
 
 
-def _convert_dict(value: Mapping[Any, Any], sort: bool) -> dict[str, JSONValue]:
+def _convert_dict(value: Mapping[Any, Any], canonical: bool) -> dict[str, JSONValue]:
     keys: Iterable[Any] = value
-    if sort:
+    if canonical:
         try:
             keys = sorted(value)
         except TypeError:  # keys of several types; the loop below names the first non-string
@@ -94,49 +100,49 @@ def _convert_dict(value: Mapping[Any, Any], sort: bool) -> dict[str, JSONValue]:
         if not isinstance(key, str):
             raise _Unencodable(f"key {key!r} is a {type(key).__name__}; JSON keys are strings")
         try:
-            out[key] = _convert(value[key], sort)
+            out[key] = _convert(value[key], canonical)
         except _Unencodable as exc:
             exc.segments.append(key)
             raise
     return out
 
 
-def _convert_list(value: list[Any] | tuple[Any, ...], sort: bool) -> list[JSONValue]:
+def _convert_list(value: list[Any] | tuple[Any, ...], canonical: bool) -> list[JSONValue]:
     out: list[JSONValue] = []
     for i, item in enumerate(value):
         try:
-            out.append(_convert(item, sort))
+            out.append(_convert(item, canonical))
         except _Unencodable as exc:
             exc.segments.append(str(i))
             raise
     return out
 
 
-def _convert_other(value: Any, sort: bool) -> JSONValue:
+def _convert_other(value: Any, canonical: bool) -> JSONValue:
     """Everything but the exact JSON types: subclasses, mappings, dates, numpy, pandas."""
     if isinstance(value, bool | str):
         return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return _float(float(value))
+        return _float(float(value), canonical)
     if isinstance(value, Mapping):
-        return _convert_dict(value, sort)
+        return _convert_dict(value, canonical)
     if isinstance(value, list | tuple):
-        return _convert_list(value, sort)
+        return _convert_list(value, canonical)
     if isinstance(value, dt.datetime | dt.date):
         if isinstance(value, dt.datetime) and value != value:  # pd.NaT
             raise _Unencodable("NaT has no JSON form")
         return _date_text(value)
     module = type(value).__module__
     if module == "numpy" or module.startswith("numpy."):
-        return _convert_numpy(value, sort)
+        return _convert_numpy(value, canonical)
     if module.startswith("pandas") and type(value).__name__ == "NaTType":
         raise _Unencodable("NaT has no JSON form")
     raise _Unencodable(f"{type(value).__name__} value {value!r:.80} has no JSON form")
 
 
-def _convert_numpy(value: Any, sort: bool) -> JSONValue:
+def _convert_numpy(value: Any, canonical: bool) -> JSONValue:
     import numpy as np
 
     if isinstance(value, np.datetime64):
@@ -150,10 +156,10 @@ def _convert_numpy(value: Any, sort: bool) -> JSONValue:
             raise _Unencodable(f"{value!r} has no JSON form ({exc})") from None
     if isinstance(value, np.ndarray):
         if value.dtype.kind == "M":  # tolist() would give nanosecond datetime64s as integers
-            return _convert_list(list(value), sort)
-        return _convert(value.tolist(), sort)
+            return _convert_list(list(value), canonical)
+        return _convert(value.tolist(), canonical)
     if isinstance(value, np.generic):
-        return _convert(value.item(), sort)
+        return _convert(value.item(), canonical)
     raise _Unencodable(f"{type(value).__name__} has no JSON form")
 
 
@@ -183,10 +189,11 @@ def to_jsonable(value: Any) -> JSONValue:
 
 
 def to_canonical(value: Any) -> JSONValue:
-    """``value`` as canonical JSON data: :func:`to_jsonable` with every dict's keys sorted.
+    """``value`` as canonical JSON data: :func:`to_jsonable` with every dict's keys sorted and
+    integral floats as ints.
 
-    This is the form a task definition, a result or a query value is stored and compared in,
-    produced in one pass.
+    This is the form a task definition or a query value is stored and compared in, produced
+    in one pass; results keep their floats (:func:`to_jsonable`).
     """
     try:
         return _convert(value, True)
@@ -234,18 +241,18 @@ def canonical_text(data: JSONValue) -> str:
 
 def canonical_json(value: Any) -> str:
     """Compact JSON text with sorted keys: equal values give equal text."""
-    return canonical_text(to_jsonable(value))
+    return canonical_text(to_canonical(value))
 
 
 def task_key(task: Any) -> str:
     """A stable hash (hex SHA-256) of the task's canonical JSON."""
-    return data_key(to_jsonable(task))
+    return data_key(to_canonical(task))
 
 
 def data_key(data: JSONValue) -> str:
     """:func:`task_key` of data that is JSON data already, without converting it again.
 
-    ``data`` is the output of :func:`to_jsonable` or :func:`to_canonical`: the task manager
+    ``data`` is the output of :func:`to_canonical`: the task manager
     converts each task once and derives both the stored definition and the key from it.
     """
     return hashlib.sha256(canonical_text(data).encode("utf-8")).hexdigest()
