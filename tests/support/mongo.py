@@ -46,6 +46,10 @@ SECANTUS_VERSION = "0.7.0b3"
 SECANTUS_REQUIREMENT = f"secantusdb=={SECANTUS_VERSION}"
 #: generous: pip downloads about 60 MB of wheels
 BUILD_TIMEOUT_S = 1800
+#: variables that would make the build's pip see or install into somewhere other than the venv
+#: (index settings such as PIP_INDEX_URL are kept: they are how a user reaches a registry)
+NOT_FOR_THE_BUILD = ("PYTHONPATH", "PYTHONHOME", "PIP_TARGET", "PIP_PREFIX", "PIP_ROOT",
+                     "PIP_USER")
 
 
 class BuildError(Exception):
@@ -81,6 +85,7 @@ def secantus_venv(cache: Path | None = None) -> Path:
 
 
 def _venv_python(venv: Path) -> Path:
+    """The interpreter of ``venv`` (POSIX layout; the suite's process handling is POSIX too)."""
     return venv / "bin" / "python"
 
 
@@ -107,11 +112,12 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
 
 def _run_logged(args: list[str | Path], log: Path, what: str) -> None:
     """Run ``args`` appending its output to ``log``; raise BuildError naming ``what`` on failure."""
+    env = {key: value for key, value in os.environ.items() if key not in NOT_FOR_THE_BUILD}
     with log.open("ab") as out:
         out.write(f"$ {' '.join(map(str, args))}\n".encode())
         out.flush()
         try:
-            code = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT,
+            code = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, env=env,
                                   timeout=BUILD_TIMEOUT_S).returncode
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise BuildError(f"{what} failed ({exc}); log: {log}") from exc
