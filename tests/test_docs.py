@@ -16,6 +16,9 @@ Conventions (a reader copying the examples into one interpreter, page by page, i
 * A block is excluded only by a marker comment right before its fence (blank lines may
   separate them): ``<!-- docs-test: skip (why it cannot run here) -->``. The reason is the
   skip message. A marker that precedes no Python block is an error, not a silent no-op.
+
+Shell blocks are not run: they install software, start the suite itself, or name a handler
+package the reader is assumed to have written.
 """
 
 from __future__ import annotations
