@@ -11,8 +11,8 @@ number of tasks with the same process counts: the physical limit of the file. Th
 that the SQLite pool reaches at least half of it. ``memory://`` lives in one process, so it
 is measured with one (and at most 2,000 tasks: it scans its records on every claim). MongoDB
 is measured when ``--mongo-url`` (or ``TASKLOOM_BENCH_MONGO_URL``) names a server, with
-``--mongo-tasks`` tasks. Without one, if the SecantusDB test server is installed
-(``.venv-mongo``, see ``tests/support/mongo.py``), it is started as a separate process for
+``--mongo-tasks`` tasks. Without one, if the test suite has built its SecantusDB server (in
+the user's cache, see ``tests/support/mongo.py``), it is started as a separate process for
 the run and the same rows are printed for it, labelled as what they are: a functional check
 of the MongoDB backend over the wire, not a MongoDB throughput figure.
 
@@ -177,19 +177,27 @@ def mongo_rows(label: str, url: str, tasks: int, counts: list[int]) -> None:
 
 
 def secantus_rows(workdir: Path, tasks: int, counts: list[int]) -> None:
-    """The MongoDB rows against a SecantusDB server started for this run, if installed.
+    """The MongoDB rows against a SecantusDB server started for this run, if the suite built one.
 
     SecantusDB is GPL-licensed and lives in its own virtualenv: it is only run as a
     separate process (``tests/support/mongo.py`` starts and stops it), never imported.
     """
     sys.path.insert(0, str(TESTS))
-    from support.mongo import SECANTUSD, start_secantus, stop_server, with_database
+    from support.mongo import (
+        ensure_secantus,
+        is_ready,
+        secantus_venv,
+        start_secantus,
+        stop_server,
+        with_database,
+    )
 
-    if not SECANTUSD.exists():
-        print("  mongodb: skipped (give --mongo-url or TASKLOOM_BENCH_MONGO_URL, or install "
-              "SecantusDB in .venv-mongo as tests/support/mongo.py describes)")
+    if not is_ready(secantus_venv()):
+        print("  mongodb: skipped (give --mongo-url or TASKLOOM_BENCH_MONGO_URL, or run "
+              "python -m pytest tests/storage once: it builds the SecantusDB test server)")
         return
-    server = start_secantus(workdir / "secantus" / "data")
+    python, _ = ensure_secantus()
+    server = start_secantus(python, workdir / "secantus" / "data")
     try:
         print("  SecantusDB test server — functional check, not a MongoDB throughput figure:")
         mongo_rows("secantusdb pool", with_database(server.uri, "taskloom_bench"), tasks,

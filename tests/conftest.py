@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from support.mongo import MongoServer, describe, find_server, stop_server, with_database
+from support.mongo import (
+    SECANTUS_REQUIREMENT,
+    SWITCH_ENV,
+    URI_ENV,
+    BuildError,
+    MongoServer,
+    describe,
+    ensure_secantus,
+    is_ready,
+    mongo_switch,
+    ping,
+    secantus_venv,
+    start_secantus,
+    stop_server,
+    with_database,
+)
 
 # Wide, colourless rich output so CLI tests can read whole table rows.
 os.environ.setdefault("COLUMNS", "200")
@@ -18,21 +35,73 @@ os.environ.pop("TASKLOOM_BLOCK_PLUGINS", None)
 os.environ.pop("TASKLOOM_TRACE_PLUGINS", None)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse a misspelt TASKLOOM_TEST_MONGO before any test runs."""
+    try:
+        mongo_switch()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+
+
 def pytest_report_header() -> str:
     """Say up front which MongoDB server the Mongo tests run against, or why they will skip."""
     return f"taskloom MongoDB tests: {describe()}"
 
 
-@pytest.fixture(scope="session")
-def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
-    """The session's MongoDB-protocol server; skips (saying why) when there is none."""
-    found = find_server(tmp_path_factory.mktemp("secantus") / "data")
-    if isinstance(found, str):
-        pytest.skip(found)
+def _provision_secantus(config: pytest.Config) -> Path:
+    """The SecantusDB interpreter, built on first use with one line on the terminal about it.
+
+    Skips (with the reason and the build log's path) when the build fails, e.g. offline;
+    fails instead under ``TASKLOOM_TEST_MONGO=require``.
+    """
+    venv = secantus_venv()
+    if is_ready(venv):
+        return ensure_secantus()[0]
+    capture = config.pluginmanager.getplugin("capturemanager")
+    terminal = config.get_terminal_writer()
+    started = time.monotonic()
+    with capture.global_and_fixture_disabled():
+        terminal.line()
+        terminal.write(f"taskloom tests: building the MongoDB test server ({SECANTUS_REQUIREMENT}, "
+                       f"first run only, about a minute) in {venv} ... ", flush=True)
     try:
-        yield found
+        python, _ = ensure_secantus()
+    except BuildError as exc:
+        with capture.global_and_fixture_disabled():
+            terminal.line("failed")
+        reason = f"could not build SecantusDB: {exc}"
+        if mongo_switch() == "require":
+            pytest.fail(f"{reason} ({SWITCH_ENV}=require)", pytrace=False)
+        pytest.skip(f"MongoDB tests skipped: {reason}. Set {URI_ENV} to use a server of "
+                    f"your own, or {SWITCH_ENV}=off to skip without trying")
+    with capture.global_and_fixture_disabled():
+        terminal.line(f"ready after {time.monotonic() - started:.0f} s")
+    return python
+
+
+@pytest.fixture(scope="session")
+def mongo_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MongoServer]:
+    """The session's MongoDB-protocol server.
+
+    ``TASKLOOM_TEST_MONGO_URI`` if set, else SecantusDB (provisioned on first use) started
+    for this session; skips with the reason under ``TASKLOOM_TEST_MONGO=off`` or when
+    SecantusDB cannot be built (unless ``TASKLOOM_TEST_MONGO=require``).
+    """
+    if mongo_switch() == "off":
+        pytest.skip(f"MongoDB tests skipped: {SWITCH_ENV}=off")
+    uri = os.environ.get(URI_ENV)
+    if uri:
+        ping(uri, 10_000)
+        yield MongoServer(uri)
+        return
+    python = _provision_secantus(request.config)
+    server = start_secantus(python, tmp_path_factory.mktemp("secantus") / "data")
+    try:
+        yield server
     finally:
-        stop_server(found)
+        stop_server(server)
 
 
 @pytest.fixture
