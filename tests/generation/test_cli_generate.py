@@ -74,7 +74,7 @@ def test_json_templates_lists_and_qlib_workflow_configs(tmp_path):
      "step must be >= 1"),
     (lambda t: None, ["-g", "rolling", "-p", "stpe=20", "--calendar", str(CALENDAR_FILE)],
      "generator 'rolling' has no parameter 'stpe'"),
-    (lambda t: None, ["-g", "rolling", "-p", "step"], "--param 'step': expected KEY=VALUE"),
+    (lambda t: None, ["-g", "rolling", "-p", "step"], "'--param': 'step': expected KEY=VALUE"),
     (lambda t: None, ["-g", "rolling"], "needs a trading calendar"),
     (lambda t: None, ["-g", "rollin", "--calendar", str(CALENDAR_FILE)],
      "unknown generator 'rollin'"),
