@@ -143,7 +143,7 @@ def _parse(text: str) -> Any:
     return json.loads(text)
 
 
-# --- URL parsing (the ``sqlite:///path?mode=...`` form) -----------------------------------------
+# URL parsing: ``sqlite:///path?mode=...``
 
 #: the ``?mode=`` values a URL may give: SQLite's own URI modes
 URL_MODES: tuple[str, ...] = ("ro", "rw", "rwc")
@@ -180,9 +180,6 @@ def _parse_url(url: str) -> tuple[Path, str]:
     return Path(raw).absolute(), modes[0]
 
 
-# ------------------------------------------------------------------------------------------------
-
-
 class SQLiteStore(Store):
     """``sqlite:///relative.db`` or ``sqlite:////absolute.db``: pools in one SQLite file.
 
@@ -209,8 +206,10 @@ class SQLiteStore(Store):
 
     def _check_existing(self) -> None:
         """For the modes that never create: the file must exist and hold a taskloom schema."""
-        if not self.path.is_file():
+        if not self.path.exists():
             raise StorageError(f"no such store: {self.path} does not exist")
+        if not self.path.is_file():
+            raise StorageError(f"no such store: {self.path} is not a file")
         version = self.read("PRAGMA user_version")[0][0]
         if version == 0:
             raise StorageError(f"no such store: {self.path} holds no taskloom pools")

@@ -9,10 +9,9 @@ lists (``20`` is an int, ``null`` is None, ``[1, 5]`` a list). A table shows the
 every generated task; ``-o`` also writes the tasks as JSON lines, and ``--pool`` submits them
 to a task pool (duplicates of tasks already there are not added again).
 
-Everything is checked before anything is written: the files, the generation, the output path
-(see :mod:`taskloom.cli.output`) and the store. Then the pool gets the tasks and, last, the
-output file appears in one rename, so a failure leaves neither a file without its tasks in the
-pool nor a new pool without its file.
+A failure leaves nothing behind: the files and the generation are checked first, the output
+is then staged in a hidden temporary file (see :mod:`taskloom.cli.output`), the store is opened
+and the pool takes the tasks, and only then does the output file appear, in one rename.
 """
 
 from __future__ import annotations
