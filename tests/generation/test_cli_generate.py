@@ -226,9 +226,15 @@ def test_unreadable_template_and_calendar_files_are_named(tmp_path):
     result = invoke(str(EXAMPLE_TEMPLATE), "-g", "rolling", "--calendar", str(calendar))
     assert result.exit_code == 2, result.output
     assert f"error: calendar {calendar}: not UTF-8 text (byte 0xff at offset" in result.stderr
-    result = invoke(str(tmp_path), *ROLLING)
-    assert result.exit_code == 2 and "is a directory" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    missing = tmp_path / "missing.txt"
+    result = invoke(str(EXAMPLE_TEMPLATE), "-g", "rolling", "--calendar", str(missing))
+    assert result.exit_code == 2, result.output
+    assert f"error: calendar {missing}: cannot read it (No such file" in result.stderr
+    for args in ([str(tmp_path), *ROLLING], [str(EXAMPLE_TEMPLATE), "-g", "rolling",
+                                             "--calendar", str(tmp_path)]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and f"'{tmp_path}' is a directory" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_files_with_a_utf8_byte_order_mark_are_read(tmp_path):
