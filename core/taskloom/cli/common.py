@@ -39,6 +39,11 @@ def say(message: str) -> None:
     console.print(Text(message), soft_wrap=True)
 
 
+def title(text: str) -> Text:
+    """A table title holding user data: shown as typed, in rich's usual title style."""
+    return Text(text, style="table.title")
+
+
 class TaskloomGroup(click.Group):
     """A click group that reports user errors as one line with exit code 2 (see the module)."""
 

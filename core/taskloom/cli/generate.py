@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from taskloom import get_generator, task_key, to_jsonable
-from taskloom.cli.common import console, say, storage_option
+from taskloom.cli.common import console, say, storage_option, title
 from taskloom.cli.output import stage_output
 from taskloom.errors import InputError, TaskloomError
 
@@ -130,7 +130,7 @@ def _dig(task: Any, path: tuple[str, ...]) -> Any:
     return task
 
 
-def windows_table(tasks: list[dict[str, Any]], segments_path: tuple[str, ...], title: str
+def windows_table(tasks: list[dict[str, Any]], segments_path: tuple[str, ...], heading: str
                   ) -> Table:
     """One row per task: each segment as ``start .. end`` and the handler end time if any."""
     keys: list[str] = []
@@ -142,7 +142,7 @@ def windows_table(tasks: list[dict[str, Any]], segments_path: tuple[str, ...], t
     handler_end = ("dataset", "kwargs", "handler", "kwargs", "end_time")
     show_end = any(isinstance(_dig(task, handler_end[:-1]), dict)
                    and "end_time" in _dig(task, handler_end[:-1]) for task in tasks)
-    table = Table(title=Text(title))
+    table = Table(title=title(heading))
     table.add_column("#", justify="right")
     for key in keys:
         table.add_column(Text(key))
@@ -191,8 +191,8 @@ def generate_command(template: Path, generator_name: str, params: tuple[str, ...
         except TaskloomError as exc:
             raise InputError(f"{where}: {exc}") from None
     segments_path = getattr(generator, "segments_path", DEFAULT_SEGMENTS_PATH)
-    title = f"{len(tasks)} tasks from {template.name} ({generator_name})"
-    console.print(windows_table(tasks, tuple(segments_path), title))
+    heading = f"{len(tasks)} tasks from {template.name} ({generator_name})"
+    console.print(windows_table(tasks, tuple(segments_path), heading))
     text = "".join(json.dumps(to_jsonable(task), ensure_ascii=False) + "\n" for task in tasks)
     staged = stage_output(output, text) if output is not None else None
     try:

@@ -30,6 +30,7 @@ from taskloom.cli.common import (
     query_option,
     say,
     storage_option,
+    title,
 )
 from taskloom.errors import UnknownTaskError
 from taskloom.manager import TaskManager
@@ -102,8 +103,8 @@ def _short_json(value: Any, width: int = 70) -> Text:
 # --------------------------------------------------------------------------------------------
 
 
-def _pool_table(title: str, rows: list[tuple[str, dict[str, int]]]) -> Table:
-    table = Table(title=Text(title))
+def _pool_table(heading: str, rows: list[tuple[str, dict[str, int]]]) -> Table:
+    table = Table(title=title(heading))
     table.add_column("pool")
     table.add_column("total", justify="right")
     for status in STATUSES:
@@ -139,7 +140,7 @@ def status_command(pool: str | None, storage: str | None) -> None:
     tm = _manager(pool, storage)
     stat = tm.task_stat()
     total = sum(stat.values())
-    table = Table(title=Text(f"pool {pool}"))
+    table = Table(title=title(f"pool {pool}"))
     table.add_column("status")
     table.add_column("tasks", justify="right")
     table.add_column("share", justify="right")
@@ -181,7 +182,7 @@ def ls_command(pool: str, storage: str | None, statuses: tuple[str, ...],
     """List tasks of POOL in creation order."""
     tm = _manager(pool, storage)
     query = _selection((), query_text, statuses)
-    table = Table(title=Text(f"pool {pool}"))
+    table = Table(title=title(f"pool {pool}"))
     for column in ("id", "status", "priority", "attempt", "updated", "task", "result / error"):
         wide = column in ("task", "result / error")
         table.add_column(column, overflow="ellipsis", no_wrap=not wide,
