@@ -119,9 +119,12 @@ class TradingCalendar:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> TradingCalendar:
-        """One date per line (qlib's ``calendars/day.txt``); blank lines and ``#`` comments skip."""
+        """One date per line (qlib's ``calendars/day.txt``); blank lines and ``#`` comments skip.
+
+        The file is UTF-8; a leading byte order mark, as some Windows editors write, is dropped.
+        """
         days: list[pd.Timestamp] = []
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, start=1):
                 text = line.split("#", 1)[0].strip()
                 if not text:

@@ -27,6 +27,14 @@ class TaskEncodingError(TaskloomError, TypeError):
     """A task or result holds a value that has no JSON form; the message names its path."""
 
 
+class InputError(TaskloomError, ValueError):
+    """A file or value the user gave cannot be used (unreadable, not UTF-8, malformed).
+
+    The message names the file or the option and the offending value, so the command line can
+    report it in one line instead of a traceback.
+    """
+
+
 class StorageError(TaskloomError):
     """A storage backend cannot be opened or used (bad URL, corrupt file, unreachable server)."""
 

@@ -71,6 +71,11 @@ FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "not_before": ("number", "null"), "attempt": ("number",), "updated_at": ("number",),
     "attempts": ("compound",),
 }
+#: how deeply a query may nest, in ``$and``/``$or`` levels and, separately, in lists and dicts
+#: inside one value (MongoDB's own document limit); deeper input would exhaust Python's stack
+MAX_DEPTH = 100
+#: the integers every store holds and compares exactly (SQLite and BSON integers are 64-bit)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -111,10 +116,12 @@ def normalize(query: Mapping[str, Any] | None) -> And:
     """
     if query is None:
         return And(())
-    return _normalize_query(query, "query")
+    return _normalize_query(query, "query", 0)
 
 
-def _normalize_query(query: Any, where: str) -> And:
+def _normalize_query(query: Any, where: str, depth: int) -> And:
+    if depth > MAX_DEPTH:
+        raise QueryError(f"{where}: the query nests $and/$or deeper than {MAX_DEPTH} levels")
     if not isinstance(query, Mapping):
         raise QueryError(f"{where} must be a dict, not {type(query).__name__} {query!r:.80}")
     parts: list[Node] = []
@@ -122,7 +129,7 @@ def _normalize_query(query: Any, where: str) -> And:
         if not isinstance(field, str):
             raise QueryError(f"{where}: field names are strings, got {field!r}")
         if field in LOGICAL:
-            parts.append(_normalize_logical(field, spec, where))
+            parts.append(_normalize_logical(field, spec, where, depth))
         elif field.startswith("$"):
             raise QueryError(
                 f"{where}: unknown operator {field!r} at the top level; "
@@ -133,10 +140,10 @@ def _normalize_query(query: Any, where: str) -> And:
     return And(tuple(parts))
 
 
-def _normalize_logical(op: str, spec: Any, where: str) -> Node:
+def _normalize_logical(op: str, spec: Any, where: str, depth: int) -> Node:
     if not isinstance(spec, list | tuple) or not spec:
         raise QueryError(f"{where}: {op} takes a non-empty list of queries, got {spec!r:.80}")
-    parts = tuple(_normalize_query(item, f"{op}[{i}]") for i, item in enumerate(spec))
+    parts = tuple(_normalize_query(item, f"{op}[{i}]", depth + 1) for i, item in enumerate(spec))
     return And(parts) if op == "$and" else Or(parts)
 
 
@@ -206,10 +213,35 @@ def _single(field: str, path: tuple[str, ...], op: str, value: Any) -> Any:
         if op in COMPARISONS:
             raise QueryError(f"field '_id': ids are opaque and cannot be ordered with {op}")
         return value if isinstance(value, str) else str(value)
+    _check_value(field, value)
     try:
         return to_canonical(value)
     except TaskEncodingError as exc:
         raise QueryError(f"field {field!r}: {op} value is not JSON data: {exc}") from exc
+
+
+def _int_text(value: int) -> str:
+    """An integer for a message (Python refuses to print one of more than 4300 digits)."""
+    return str(value) if value.bit_length() <= 256 else f"a {value.bit_length()}-bit integer"
+
+
+def _check_value(field: str, value: Any) -> None:
+    """Reject an operand no store can compare: nested deeper than :data:`MAX_DEPTH` or holding
+    an integer beyond 64 bits. The walk uses no recursion, so a deep value fails here with a
+    :class:`QueryError` instead of a ``RecursionError`` later.
+    """
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not INT64_MIN <= item <= INT64_MAX:
+                raise QueryError(f"field {field!r}: {_int_text(item)} is outside the 64-bit "
+                                 "integer range that stores hold")
+        elif isinstance(item, Mapping | list | tuple | set | frozenset):
+            if depth == MAX_DEPTH:
+                raise QueryError(f"field {field!r}: the value nests deeper than {MAX_DEPTH} levels")
+            items = item.values() if isinstance(item, Mapping) else item
+            stack.extend((part, depth + 1) for part in items)
 
 
 def _comparable(value: Any) -> bool:
@@ -272,6 +304,9 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
             out[field] = to_canonical(value)
         except TaskEncodingError as exc:
             raise TaskEncodingError(f"cannot set {field!r}: {exc}") from exc
+        if type(out[field]) is int and not INT64_MIN <= out[field] <= INT64_MAX:
+            raise QueryError(f"cannot set {field!r} to {_int_text(out[field])}: it is outside "
+                             "the 64-bit integer range that stores hold")
         kinds = FIELD_KINDS.get(field)
         if kinds and value_kind(out[field]) not in kinds:
             raise QueryError(f"cannot set {field!r} to {value!r:.80}: it holds a {kinds[0]}")

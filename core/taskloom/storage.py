@@ -198,6 +198,16 @@ class Store(ABC):
         """Open the store a URL names; a bad URL raises :class:`taskloom.errors.StorageError`."""
 
     @classmethod
+    def open_existing(cls, url: str) -> Store:
+        """Open the store a URL names only if it exists: a missing one is a ``StorageError``.
+
+        What read-only and administrative commands use, so that a mistyped URL is an error
+        instead of a new empty store. The default is :meth:`from_url`, right for backends that
+        create nothing when opened (a MongoDB database appears on its first write).
+        """
+        return cls.from_url(url)
+
+    @classmethod
     def adopt(cls, obj: object) -> Store | None:
         """Wrap a ready client object (e.g. a pymongo ``Database``), or None if not ours."""
         return None
@@ -224,12 +234,14 @@ class Store(ABC):
 DEFAULT_STORAGE_URL = "sqlite:///taskloom.db"
 
 
-def get_storage(target: str | Store | object | None = None) -> Store:
+def get_storage(target: str | Store | object | None = None, *, create: bool = True) -> Store:
     """Open a store from a URL (``memory://``, ``sqlite:///path``, ``mongodb://...``).
 
     ``None`` means the embedded default (``TASKLOOM_STORAGE`` or ``sqlite:///taskloom.db`` in
     the working directory). A :class:`Store` is returned as is; any other object is offered to
     every registered backend's :meth:`Store.adopt` (a pymongo ``Database``, for instance).
+    With ``create=False`` a URL naming a store that does not exist yet is a ``StorageError``
+    (:meth:`Store.open_existing`) instead of a new empty store.
     """
     import os
 
@@ -250,7 +262,8 @@ def get_storage(target: str | Store | object | None = None) -> Store:
             )
         if scheme not in backends:
             raise UnknownNameError("storage scheme", scheme, list(backends))
-        return backends[scheme].obj.from_url(target)
+        backend = backends[scheme].obj
+        return backend.from_url(target) if create else backend.open_existing(target)
     for item in backends.values():
         store = item.obj.adopt(target)
         if store is not None:

@@ -23,6 +23,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,13 +143,58 @@ def _parse(text: str) -> Any:
     return json.loads(text)
 
 
-class SQLiteStore(Store):
-    """``sqlite:///relative.db`` or ``sqlite:////absolute.db``: pools in one SQLite file."""
+# URL parsing: ``sqlite:///path?mode=...``
 
-    def __init__(self, path: Path) -> None:
+#: the ``?mode=`` values a URL may give: SQLite's own URI modes
+URL_MODES: tuple[str, ...] = ("ro", "rw", "rwc")
+
+
+def _parse_url(url: str) -> tuple[Path, str]:
+    """The absolute path and the open mode a ``sqlite:///`` URL names.
+
+    A ``?`` starts URL parameters, so ``sqlite:///x.db?mode=ro`` is the file ``x.db`` opened
+    read-only (never a file named ``x.db?mode=ro``); ``mode`` is the only parameter, and an
+    unknown one is a ``StorageError`` naming it.
+    """
+    prefix = "sqlite:///"
+    raw, _, query = url[len(prefix):].partition("?")
+    if not url.startswith(prefix) or not raw:
+        raise StorageError(
+            f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
+    if raw == ":memory:":
+        raise StorageError(
+            "sqlite:///:memory: would give every connection its own empty database; "
+            "use memory:// for a process-local store"
+        )
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - {"mode"})
+    if unknown:
+        raise StorageError(f"SQLite URL {url!r}: unknown parameter {unknown[0]!r}; "
+                           f"the only one is mode={'|'.join(URL_MODES)}")
+    modes = params.get("mode", ["rwc"])
+    if len(modes) != 1 or modes[0] not in URL_MODES:
+        raise StorageError(f"SQLite URL {url!r}: mode={'&mode='.join(modes)} is not one of "
+                           f"{', '.join(URL_MODES)}")
+    return Path(raw).absolute(), modes[0]
+
+
+class SQLiteStore(Store):
+    """``sqlite:///relative.db`` or ``sqlite:////absolute.db``: pools in one SQLite file.
+
+    ``?mode=ro`` opens an existing store read-only, ``?mode=rw`` read-write without creating it;
+    the default, ``rwc``, creates the file and its schema when missing (SQLite's URI modes).
+    """
+
+    def __init__(self, path: Path, mode: str = "rwc") -> None:
         self.path = path
-        self.url = f"sqlite:///{path}"
+        self.mode = mode
+        self.url = f"sqlite:///{path}" + ("" if mode == "rwc" else f"?mode={mode}")
         self._local = threading.local()
+        if mode != "rwc":
+            self._check_existing()
+            return
         with self.write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
@@ -156,27 +202,37 @@ class SQLiteStore(Store):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
-                raise StorageError(
-                    f"{path}: schema version {version} was written by a newer taskloom "
-                    f"(this one reads version {SCHEMA_VERSION})"
-                )
+                raise self._newer_schema(version)
+
+    def _check_existing(self) -> None:
+        """For the modes that never create: the file must exist and hold a taskloom schema."""
+        if not self.path.exists():
+            raise StorageError(f"no such store: {self.path} does not exist")
+        if not self.path.is_file():
+            raise StorageError(f"no such store: {self.path} is not a file")
+        version = self.read("PRAGMA user_version")[0][0]
+        if version == 0:
+            raise StorageError(f"no such store: {self.path} holds no taskloom pools")
+        if version > SCHEMA_VERSION:
+            raise self._newer_schema(version)
+
+    def _newer_schema(self, version: int) -> StorageError:
+        return StorageError(
+            f"{self.path}: schema version {version} was written by a newer taskloom "
+            f"(this one reads version {SCHEMA_VERSION})"
+        )
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
-        """Open (creating if needed) the file a ``sqlite:///`` URL names."""
-        prefix = "sqlite:///"
-        if not url.startswith(prefix) or len(url) == len(prefix):
-            raise StorageError(
-                f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or "
-                "sqlite:////absolute/path.db"
-            )
-        raw = url[len(prefix):]
-        if raw == ":memory:":
-            raise StorageError(
-                "sqlite:///:memory: would give every connection its own empty database; "
-                "use memory:// for a process-local store"
-            )
-        return cls(Path(raw).absolute())
+        """Open the file a ``sqlite:///`` URL names, creating it unless ``?mode=`` says not to."""
+        path, mode = _parse_url(url)
+        return cls(path, mode)
+
+    @classmethod
+    def open_existing(cls, url: str) -> SQLiteStore:
+        """Open the store a ``sqlite:///`` URL names; a missing file is a ``StorageError``."""
+        path, mode = _parse_url(url)
+        return cls(path, "rw" if mode == "rwc" else mode)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened on first use (and again in a forked child)."""
@@ -188,9 +244,11 @@ class SQLiteStore(Store):
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            uri = f"file:{urllib.parse.quote(str(self.path))}?mode={self.mode}"
+            conn = sqlite3.connect(uri, timeout=BUSY_TIMEOUT, isolation_level=None, uri=True)
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            if self.mode == "rwc":  # a store that exists has its journal mode (WAL persists)
+                conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise self.error(exc) from exc

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -74,7 +77,7 @@ def test_json_templates_lists_and_qlib_workflow_configs(tmp_path):
      "step must be >= 1"),
     (lambda t: None, ["-g", "rolling", "-p", "stpe=20", "--calendar", str(CALENDAR_FILE)],
      "generator 'rolling' has no parameter 'stpe'"),
-    (lambda t: None, ["-g", "rolling", "-p", "step"], "--param 'step': expected KEY=VALUE"),
+    (lambda t: None, ["-g", "rolling", "-p", "step"], "'--param': 'step': expected KEY=VALUE"),
     (lambda t: None, ["-g", "rolling"], "needs a trading calendar"),
     (lambda t: None, ["-g", "rollin", "--calendar", str(CALENDAR_FILE)],
      "unknown generator 'rollin'"),
@@ -145,3 +148,113 @@ def test_a_task_without_json_form_writes_no_file(tmp_path):
     assert result.exit_code == 2
     assert "tags: set value" in result.stderr
     assert not out_file.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_output_through_a_symlink_replaces_the_target_and_keeps_its_mode(tmp_path):
+    target = tmp_path / "real" / "tasks.jsonl"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    target.chmod(0o640)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    result = invoke(str(EXAMPLE_TEMPLATE), *ROLLING, "-o", str(link))
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and link.resolve() == target
+    assert len(target.read_text().splitlines()) == 4
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tasks.jsonl"]
+
+
+def test_output_to_a_fifo_is_written_in_place(tmp_path):
+    fifo = tmp_path / "tasks.fifo"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    result = invoke(str(EXAMPLE_TEMPLATE), *ROLLING, "-o", str(fifo))
+    reader.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert len(received[0].splitlines()) == 4
+
+
+def test_output_to_dev_stdout_writes_the_open_file_instead_of_replacing_it(tmp_path):
+    captured = tmp_path / "captured.txt"
+    with captured.open("w") as stdout:
+        subprocess.run([sys.executable, "-m", "taskloom", "generate", str(EXAMPLE_TEMPLATE),
+                        *ROLLING, "-o", "/dev/stdout"], stdout=stdout, timeout=120, check=True)
+    text = captured.read_text()
+    assert "4 tasks from rolling_lgbm.yaml" in text
+    assert sum(line.startswith("{") for line in text.splitlines()) == 4
+
+
+@pytest.mark.parametrize("output, message", [
+    ("missing/tasks.jsonl", "directory {tmp}/missing does not exist"),
+    (".", "Invalid value for '--output'"),
+])
+def test_an_unusable_output_path_is_named_and_nothing_is_written(tmp_path, output, message):
+    storage = f"sqlite:///{tmp_path}/pool.db"
+    result = invoke(str(EXAMPLE_TEMPLATE), *ROLLING, "-o", str(tmp_path / output),
+                    "--pool", "p", "--storage", storage)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.format(tmp=tmp_path) in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("storage, message", [
+    ("bogus://x", "unknown storage scheme 'bogus'"),
+    ("sqlite:///{tmp}/no/such/dir/pool.db", "unable to open database file"),
+    ("memory://", "Invalid value for '--storage': memory:// lives only as long as this command"),
+])
+def test_a_store_that_cannot_take_the_tasks_leaves_no_output_file(tmp_path, storage, message):
+    out_file = tmp_path / "tasks.jsonl"
+    result = invoke(str(EXAMPLE_TEMPLATE), *ROLLING, "-o", str(out_file), "--pool", "p",
+                    "--storage", storage.format(tmp=tmp_path))
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_template_and_calendar_files_are_named(tmp_path):
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(yaml.safe_dump(example()).encode() + b"# caf\xe9\n")
+    result = invoke(str(latin1), *ROLLING)
+    assert result.exit_code == 2, result.output
+    assert f"error: template {latin1}: not UTF-8 text (byte 0xe9 at offset" in result.stderr
+    calendar = tmp_path / "days.txt"
+    calendar.write_bytes(CALENDAR_FILE.read_bytes() + b"# \xff\n")
+    result = invoke(str(EXAMPLE_TEMPLATE), "-g", "rolling", "--calendar", str(calendar))
+    assert result.exit_code == 2, result.output
+    assert f"error: calendar {calendar}: not UTF-8 text (byte 0xff at offset" in result.stderr
+    missing = tmp_path / "missing.txt"
+    result = invoke(str(EXAMPLE_TEMPLATE), "-g", "rolling", "--calendar", str(missing))
+    assert result.exit_code == 2, result.output
+    assert f"error: calendar {missing}: cannot read it (No such file" in result.stderr
+    for args in ([str(tmp_path), *ROLLING], [str(EXAMPLE_TEMPLATE), "-g", "rolling",
+                                             "--calendar", str(tmp_path)]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and f"'{tmp_path}' is a directory" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_files_with_a_utf8_byte_order_mark_are_read(tmp_path):
+    template = tmp_path / "bom.json"
+    template.write_bytes(b"\xef\xbb\xbf" + json.dumps(example()).encode())
+    calendar = tmp_path / "bom.txt"
+    calendar.write_bytes(b"\xef\xbb\xbf" + CALENDAR_FILE.read_bytes())
+    result = invoke(str(template), "-g", "rolling", "-p", "step=250", "-p", "rtype=sliding",
+                    "--calendar", str(calendar))
+    assert result.exit_code == 0, result.output
+    assert "4 tasks from bom.json" in result.stdout
+
+
+def test_template_data_and_file_names_are_printed_as_typed(tmp_path):
+    task = example()
+    segments = task["dataset"]["kwargs"]["segments"]
+    segments["[red]oos[/]"] = segments["test"]
+    template = write_template(tmp_path, task, "[bold]t.yaml")  # "[/]" would be a directory
+    out_file = tmp_path / "[u]out.jsonl"
+    result = invoke(str(template), *ROLLING, "-o", str(out_file))
+    assert result.exit_code == 0, result.output
+    for text in ("from [bold]t.yaml", "[red]oos[/]", f"wrote 4 tasks to {out_file}"):
+        assert text in result.stdout.replace("\n", ""), text

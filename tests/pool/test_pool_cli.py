@@ -145,3 +145,110 @@ def test_the_installed_command_reports_a_file_that_is_not_sqlite(tmp_path):
     result = run_cli("status", "demo", "--storage", f"sqlite:///{junk}")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "not a SQLite database" in result.stderr
+
+
+def test_a_bug_keeps_its_traceback_instead_of_passing_for_bad_input(url, monkeypatch):
+    def broken(self, query=None):
+        raise ValueError("a bug in taskloom, not the user's mistake")
+
+    monkeypatch.setattr(TaskManager, "task_stat", broken)
+    result = cli("status", "demo", "--storage", url)
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+    assert "error:" not in result.stderr
+
+
+def test_unknown_ids_are_named_and_nothing_is_changed(url):
+    tm = TaskManager("demo", url)
+    (failed,) = (task["_id"] for task in tm.query({"status": "failed"}))
+    waiting = next(task["_id"] for task in tm.query({"status": "waiting"}))
+    for command, known in (("retry", failed), ("cancel", waiting), ("remove", waiting)):
+        result = cli(command, "demo", known, "999", "998", "--storage", url)
+        one_error_line(result, "no task with ids '999', '998' in pool 'demo'")
+    one_error_line(cli("cancel", "demo", "999", "--storage", url), "no task with id '999'")
+    assert tm.task_stat() == {"done": 2, "failed": 1, "waiting": 2}
+
+
+def test_an_unknown_status_is_a_bad_option_value_listing_the_statuses(url):
+    for command in ("ls", "remove"):
+        result = cli(command, "demo", "--storage", url, "--status", "bogus")
+        one_error_line(result, "Invalid value for '--status': 'bogus' is not one of 'waiting', "
+                               "'running', 'part_done', 'done', 'failed', 'cancelled'")
+    assert sum(TaskManager("demo", url).task_stat().values()) == 5
+
+
+@pytest.mark.parametrize("query, message", [
+    ('{oops', "Invalid value for '--query': '{oops' is not valid JSON"),
+    ('[1, 2]', "Invalid value for '--query': '[1, 2]' is not a JSON object"),
+    ("[" * 100_000 + "]" * 100_000, "Invalid value for '--query': the JSON nests too deeply"),
+    ('{"$and": [' * 150 + "{}" + "]}" * 150, "deeper than 100 levels"),
+    ('{"n": ' + "[" * 150 + "]" * 150 + "}", "field 'n': the value nests deeper than 100 levels"),
+    ('{"n": 1180591620717411303424}',
+     "field 'n': 1180591620717411303424 is outside the 64-bit integer range"),
+    ('{"n": {"$in": [1, -9223372036854775809]}}',
+     "field 'n': -9223372036854775809 is outside the 64-bit integer range"),
+])
+def test_a_bad_query_is_one_error_line(url, query, message):
+    for command in ("ls", "cancel", "remove"):
+        one_error_line(cli(command, "demo", "--storage", url, "--query", query), message)
+    assert sum(TaskManager("demo", url).task_stat().values()) == 5
+
+
+def test_a_priority_beyond_64_bits_is_a_bad_value(url):
+    task_id = next(TaskManager("demo", url).query({"status": "waiting"}))["_id"]
+    result = cli("prioritize", "demo", task_id, str(2**70), "--storage", url)
+    one_error_line(result, "Invalid value for 'PRIORITY': 1180591620717411303424 is not in")
+    assert cli("prioritize", "demo", task_id, str(2**63 - 1), "--storage", url).exit_code == 0
+
+
+def test_commands_never_create_a_store(tmp_path):
+    typo = tmp_path / "typo.db"
+    for command in (["status"], ["pools"], ["status", "demo"], ["ls", "demo"],
+                    ["show", "demo", "1"], ["cancel", "demo", "1"], ["reap", "demo"],
+                    ["wait", "demo"], ["remove", "demo", "1"], ["prioritize", "demo", "1", "2"]):
+        result = cli(*command, "--storage", f"sqlite:///{typo}")
+        one_error_line(result, f"no such store: {typo} does not exist")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    one_error_line(cli("pools", "--storage", f"sqlite:///{empty}"), "holds no taskloom pools")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty.db"]
+
+
+def test_sqlite_url_parameters_are_parsed_not_taken_for_the_file_name(url, tmp_path):
+    read_only = f"{url}?mode=ro"
+    result = cli("ls", "demo", "--storage", read_only, "--status", "failed")
+    assert result.exit_code == 0 and "ValueError" in result.output
+    one_error_line(cli("cancel", "demo", "--yes", "--storage", read_only),
+                   "attempt to write a readonly database")
+    one_error_line(cli("pools", "--storage", f"{url}?mod=ro"), "unknown parameter 'mod'")
+    one_error_line(cli("pools", "--storage", f"{url}?mode=rx"), "mode=rx is not one of ro, rw, rwc")
+    one_error_line(cli("pools", "--storage", f"sqlite:///{tmp_path}/new.db?mode=ro"),
+                   "no such store")
+    assert TaskManager("demo", url).task_stat().get("cancelled") is None
+    assert not [path.name for path in tmp_path.iterdir() if "?" in path.name]
+
+
+def test_user_data_is_printed_as_typed_not_as_markup(url):
+    name = "[red]x[/] :fire:"
+    tm = TaskManager(name, url)
+    tm.create_task([{"a": 1}])
+    for command in (["status", name], ["ls", name], ["pools"]):
+        result = cli(*command, "--storage", url)
+        assert result.exit_code == 0 and name in result.output, result.output
+    result = cli("cancel", name, tm.query().__next__()["_id"], "--storage", url)
+    assert "cancelled 1 tasks" in result.output
+    one_error_line(cli("ls", "[bold]nope[/]", "--storage", url), "unknown pool '[bold]nope[/]'")
+
+
+def test_status_says_how_many_finished_tasks_are_done_and_failed(url):
+    def finished_line(result: Result) -> str:
+        assert result.exit_code == 0, result.output
+        return next(" ".join(line.split()) for line in result.output.splitlines()
+                    if line.startswith("finished"))
+
+    tm = TaskManager("demo", url)
+    tm.cancel()
+    assert finished_line(cli("status", "demo", "--storage", url)) == (
+        "finished 5/5 (100.0%): 2 done, 1 failed, 2 cancelled")
+    tm.remove({"status": {"$ne": "failed"}})
+    assert finished_line(cli("status", "demo", "--storage", url)) == (
+        "finished 1/1 (100.0%): 0 done, 1 failed")

@@ -1,8 +1,12 @@
-"""What every CLI command shares: the root group, the console, and the error policy.
+"""What every CLI command shares: the root group, the consoles, the error policy and options.
 
-Bad input (an unknown name, a malformed URL or template, a query the pool cannot run) is a
-:class:`taskloom.errors.TaskloomError` or a ``ValueError``; the root group turns it into one
-``error: ...`` line on stderr and exit code 2, never a traceback.
+The error policy: an error taskloom raises on purpose (a :class:`taskloom.errors.TaskloomError`:
+an unknown name, a bad URL, a file that cannot be read, a query the pool cannot run) and a bad
+option value (a click ``BadParameter``) become one ``error: ...`` line on stderr and exit code
+2. Any other exception is a bug and keeps its traceback.
+
+User data (pool names, ids, paths, task fields) is printed as rich ``Text``, never as markup,
+so ``[red]x[/]`` in a pool name is shown as typed.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from taskloom import __version__
 from taskloom.errors import TaskloomError
@@ -26,18 +30,32 @@ USAGE_ERROR = 2
 
 def fail(message: str) -> NoReturn:
     """Print one error line and exit with the usage-error code."""
-    err_console.print("[bold red]error:[/]", escape(message), highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     sys.exit(USAGE_ERROR)
 
 
+def say(message: str) -> None:
+    """Print one line of plain text on stdout, with no markup or emoji codes interpreted."""
+    console.print(Text(message), soft_wrap=True)
+
+
+def title(text: str) -> Text:
+    """A table title holding user data: shown as typed, in rich's usual title style."""
+    return Text(text, style="table.title")
+
+
 class TaskloomGroup(click.Group):
-    """A click group that reports expected errors as one line with exit code 2."""
+    """A click group that reports user errors as one line with exit code 2 (see the module)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (TaskloomError, ValueError, LookupError, OSError) as exc:
+        except TaskloomError as exc:
             fail(str(exc) or type(exc).__name__)
+        except click.BadParameter as exc:
+            if isinstance(exc, click.MissingParameter):
+                raise  # a missing argument is best explained with the usage line click prints
+            fail(exc.format_message())
 
 
 #: ``--storage URL``: the store a command works on, shared by every command that needs one
@@ -59,13 +77,18 @@ query_option = click.option("--query", "query_text", metavar="JSON",
 
 
 def parse_query(text: str | None) -> dict[str, Any]:
-    """The ``--query`` option's JSON object; malformed text is a ValueError naming it."""
+    """The ``--query`` option's JSON object; malformed text is a ``BadParameter`` quoting it."""
     if not text:
         return {}
     try:
         query = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--query is not valid JSON ({exc})") from exc
+        raise click.BadParameter(f"{text!r:.80} is not valid JSON ({exc})",
+                                 param_hint="'--query'") from None
+    except RecursionError:  # the JSON decoder recurses once per nested array or object
+        raise click.BadParameter("the JSON nests too deeply to be a query",
+                                 param_hint="'--query'") from None
     if not isinstance(query, dict):
-        raise ValueError(f"--query must be a JSON object, got {text!r}")
+        raise click.BadParameter(f"{text!r:.80} is not a JSON object",
+                                 param_hint="'--query'")
     return query

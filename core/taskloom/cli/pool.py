@@ -2,8 +2,9 @@
 ``wait``, ``remove``, ``prioritize`` and ``pools``.
 
 Every command takes ``--storage URL`` (default: ``TASKLOOM_STORAGE`` or
-``sqlite:///taskloom.db``). Commands that read or change a pool never create it: an unknown
-pool, like a bad URL or an unknown handler, is one ``error:`` line and exit code 2.
+``sqlite:///taskloom.db``). They read or change existing pools and never create a store or a
+pool: an unknown pool or store, like a bad URL, an unknown task id or a bad option value, is
+one ``error:`` line and exit code 2, and nothing is changed.
 """
 
 from __future__ import annotations
@@ -22,8 +23,18 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from taskloom.cli.common import console, err_console, parse_query, query_option, storage_option
+from taskloom.cli.common import (
+    console,
+    err_console,
+    parse_query,
+    query_option,
+    say,
+    storage_option,
+    title,
+)
+from taskloom.errors import UnknownTaskError
 from taskloom.manager import TaskManager
+from taskloom.query import INT64_MAX, INT64_MIN
 from taskloom.storage import CANCELLED, DONE, FAILED, RUNNING, STATUSES, UNDONE, get_storage
 
 _STATUS_STYLE = {"waiting": "cyan", "running": "yellow", "part_done": "blue", "done": "green",
@@ -31,8 +42,25 @@ _STATUS_STYLE = {"waiting": "cyan", "running": "yellow", "part_done": "blue", "d
 #: window over which ``status`` measures throughput
 THROUGHPUT_WINDOW = 60.0
 
+#: ``--status STATUS`` (repeatable): a status name; anything else is a bad option value
+status_option = click.option(
+    "--status", "statuses", multiple=True, type=click.Choice([status.value for status in STATUSES]),
+    help="Only tasks in this status (repeatable).",
+)
+
+
 def _manager(pool: str, storage: str | None) -> TaskManager:
-    return TaskManager(pool, storage, create=False)
+    """The existing pool POOL of the existing store ``--storage`` names (neither is created)."""
+    return TaskManager(pool, get_storage(storage, create=False), create=False)
+
+
+def _check_ids(tm: TaskManager, ids: Sequence[str]) -> None:
+    """Refuse IDs the pool does not hold, naming them, before anything is changed."""
+    unknown = [task_id for task_id in dict.fromkeys(ids) if tm.pool.get(task_id) is None]
+    if unknown:
+        listing = ", ".join(repr(task_id) for task_id in unknown)
+        noun = "id" if len(unknown) == 1 else "ids"
+        raise UnknownTaskError(f"no task with {noun} {listing} in pool {tm.task_pool!r}")
 
 
 def _selection(ids: Sequence[str], query_text: str | None,
@@ -75,8 +103,8 @@ def _short_json(value: Any, width: int = 70) -> Text:
 # --------------------------------------------------------------------------------------------
 
 
-def _pool_table(title: str, rows: list[tuple[str, dict[str, int]]]) -> Table:
-    table = Table(title=title)
+def _pool_table(heading: str, rows: list[tuple[str, dict[str, int]]]) -> Table:
+    table = Table(title=title(heading))
     table.add_column("pool")
     table.add_column("total", justify="right")
     for status in STATUSES:
@@ -88,7 +116,7 @@ def _pool_table(title: str, rows: list[tuple[str, dict[str, int]]]) -> Table:
 
 
 def _print_pools(storage: str | None) -> None:
-    store = get_storage(storage)  # opened once for every pool listed
+    store = get_storage(storage, create=False)  # opened once for every pool listed
     rows = [(name, TaskManager(name, store, create=False).task_stat())
             for name in TaskManager.list(store)]
     console.print(_pool_table("taskloom pools", rows))
@@ -112,7 +140,7 @@ def status_command(pool: str | None, storage: str | None) -> None:
     tm = _manager(pool, storage)
     stat = tm.task_stat()
     total = sum(stat.values())
-    table = Table(title=f"pool {pool}")
+    table = Table(title=title(f"pool {pool}"))
     table.add_column("status")
     table.add_column("tasks", justify="right")
     table.add_column("share", justify="right")
@@ -125,7 +153,11 @@ def status_command(pool: str | None, storage: str | None) -> None:
     stale = sum(tm.task_stat({"status": RUNNING, "lease.until": {"$lt": now}}).values())
     summary = Table.grid(padding=(0, 2))
     if total:
-        summary.add_row("finished", f"{finished}/{total} ({100 * finished / total:.1f}%)")
+        # "finished" is not "succeeded": say how many of the finished tasks are done or failed
+        outcomes = ", ".join(f"{stat.get(status, 0)} {status}" for status in STATUSES
+                             if status not in UNDONE and (stat.get(status) or status == DONE))
+        summary.add_row("finished", f"{finished}/{total} ({100 * finished / total:.1f}%): "
+                                    f"{outcomes}")
         summary.add_row("", ProgressBar(total=total, completed=finished, width=40))
     first = next(tm.pool.find({}, limit=1), None)
     # a pool younger than the window is measured over its own age, not the whole window
@@ -141,8 +173,7 @@ def status_command(pool: str | None, storage: str | None) -> None:
 @click.command("ls")
 @click.argument("pool")
 @storage_option
-@click.option("--status", "statuses", multiple=True, metavar="STATUS",
-              help="Only tasks in this status (repeatable).")
+@status_option
 @query_option
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(0),
               help="At most this many tasks (0: all).")
@@ -151,7 +182,7 @@ def ls_command(pool: str, storage: str | None, statuses: tuple[str, ...],
     """List tasks of POOL in creation order."""
     tm = _manager(pool, storage)
     query = _selection((), query_text, statuses)
-    table = Table(title=f"pool {pool}")
+    table = Table(title=title(f"pool {pool}"))
     for column in ("id", "status", "priority", "attempt", "updated", "task", "result / error"):
         wide = column in ("task", "result / error")
         table.add_column(column, overflow="ellipsis", no_wrap=not wide,
@@ -169,7 +200,7 @@ def ls_command(pool: str, storage: str | None, statuses: tuple[str, ...],
     console.print(table)
     total = sum(tm.task_stat(query).values())
     if shown < total:
-        console.print(f"{shown} of {total} tasks shown (--limit)")
+        say(f"{shown} of {total} tasks shown (--limit)")
 
 
 @click.command("show")
@@ -205,8 +236,8 @@ def show_command(pool: str, task_id: str, storage: str | None) -> None:
             seconds = f"{ended - started:.2f}" if started is not None and ended is not None else "-"
             error = entry.get("error") or {}
             history.add_row(str(entry.get("attempt", "-")), Text(str(entry.get("owner") or "-")),
-                            _when(started), _when(ended), seconds, entry.get("outcome", "-"),
-                            Text(error.get("type", "")))
+                            _when(started), _when(ended), seconds,
+                            Text(str(entry.get("outcome", "-"))), Text(error.get("type", "")))
         console.print(history)
     error = task.get("error")
     if error:
@@ -234,8 +265,10 @@ def _confirm_everything(what: str, yes: bool) -> None:
 def retry_command(pool: str, ids: tuple[str, ...], storage: str | None,
                   query_text: str | None) -> None:
     """Put failed tasks of POOL back to waiting with fresh attempts (all failed ones by default)."""
-    n = _manager(pool, storage).retry(_selection(ids, query_text))
-    console.print(f"retried {n} failed tasks")
+    tm = _manager(pool, storage)
+    query = _selection(ids, query_text)
+    _check_ids(tm, ids)
+    say(f"retried {tm.retry(query)} failed tasks")
 
 
 @click.command("cancel")
@@ -249,9 +282,10 @@ def cancel_command(pool: str, ids: tuple[str, ...], storage: str | None,
     """Cancel waiting, part_done and running tasks of POOL (a running task's result is rejected)."""
     tm = _manager(pool, storage)
     query = _selection(ids, query_text)
+    _check_ids(tm, ids)
     if not query:
         _confirm_everything(f"cancel every unfinished task of pool {pool!r}?", yes)
-    console.print(f"cancelled {tm.cancel(query)} tasks")
+    say(f"cancelled {tm.cancel(query)} tasks")
 
 
 @click.command("reap")
@@ -260,7 +294,7 @@ def cancel_command(pool: str, ids: tuple[str, ...], storage: str | None,
 def reap_command(pool: str, storage: str | None) -> None:
     """Release expired leases of POOL now: back to their status, or failed when out of attempts."""
     out = _manager(pool, storage).reap()
-    console.print(f"requeued {out['requeued']}, failed {out['failed']} tasks with expired leases")
+    say(f"requeued {out['requeued']}, failed {out['failed']} tasks with expired leases")
 
 
 @click.command("wait")
@@ -291,29 +325,29 @@ def wait_command(pool: str, storage: str | None, query_text: str | None,
 @click.argument("ids", nargs=-1, metavar="[ID]...")
 @storage_option
 @query_option
-@click.option("--status", "statuses", multiple=True, metavar="STATUS",
-              help="Only tasks in this status (repeatable).")
+@status_option
 @click.option("--yes", is_flag=True, help="Do not ask before removing every task.")
 def remove_command(pool: str, ids: tuple[str, ...], storage: str | None,
                    query_text: str | None, statuses: tuple[str, ...], yes: bool) -> None:
     """Delete tasks of POOL; without IDs, --query or --status, asks before deleting all."""
     tm = _manager(pool, storage)
     query = _selection(ids, query_text, statuses)
+    _check_ids(tm, ids)
     if not query:
         total = sum(tm.task_stat().values())
         _confirm_everything(f"remove all {total} tasks of pool {pool!r}?", yes)
-    console.print(f"removed {tm.remove(query)} tasks")
+    say(f"removed {tm.remove(query)} tasks")
 
 
 @click.command("prioritize", context_settings={"ignore_unknown_options": True})
 @click.argument("pool")
 @click.argument("task_id", metavar="ID")
-@click.argument("priority", type=int)
+@click.argument("priority", type=click.IntRange(INT64_MIN, INT64_MAX))
 @storage_option
 def prioritize_command(pool: str, task_id: str, priority: int, storage: str | None) -> None:
     """Set the priority of task ID (higher runs first; negative values run last)."""
     _manager(pool, storage).prioritize(task_id, priority)
-    console.print(f"task {task_id}: priority {priority}")
+    say(f"task {task_id}: priority {priority}")
 
 
 POOL_COMMANDS: tuple[click.Command, ...] = (
