@@ -34,9 +34,14 @@ class SegmentError(CalendarError):
 
 def parse_path(path: PathLike) -> tuple[str, ...]:
     """A dotted path (``"dataset.kwargs.segments"``) or a sequence of keys, as a tuple of keys."""
-    parts = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
+    if isinstance(path, str):
+        parts = tuple(path.split("."))
+    elif isinstance(path, list | tuple):
+        parts = tuple(path)
+    else:
+        parts = ()
     if not parts or not all(isinstance(part, str) and part for part in parts):
-        raise SegmentError(f"segments path must be dotted keys like 'dataset.kwargs.segments', "
+        raise SegmentError(f"a path must be dotted keys like 'dataset.kwargs.segments', "
                            f"got {path!r}")
     return parts
 

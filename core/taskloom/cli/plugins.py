@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from taskloom import list_plugins, registry
 from taskloom.cli.common import console
@@ -19,15 +20,14 @@ def plugins_command() -> None:
     for column in ("name", "contributes", "distribution", "version", "status"):
         table.add_column(column)
     for info in list_plugins():
-        style = _STATUS_STYLE.get(info.status, "")
-        status = f"[{style}]{info.status}[/]" if style else info.status
+        status = Text(info.status, style=_STATUS_STYLE.get(info.status, ""))
         if info.error:
-            status += f": {info.error}"
+            status.append(f": {info.error}")
         table.add_row(
-            info.name,
-            "\n".join(contributed.get(info.name, [])) or "-",
-            info.distribution or "-",
-            info.version or "-",
+            Text(info.name),
+            Text("\n".join(contributed.get(info.name, [])) or "-"),
+            Text(info.distribution or "-"),
+            Text(info.version or "-"),
             status,
         )
     console.print(table)
