@@ -24,7 +24,8 @@ from rich.text import Text
 
 from taskloom.cli.common import console, err_console, parse_query, query_option, storage_option
 from taskloom.manager import TaskManager
-from taskloom.storage import CANCELLED, DONE, FAILED, RUNNING, STATUSES, UNDONE, get_storage
+from taskloom.storage import CANCELLED, DONE, FAILED, RUNNING, STATUSES, UNDONE
+from taskloom.stores import get_storage
 
 _STATUS_STYLE = {"waiting": "cyan", "running": "yellow", "part_done": "blue", "done": "green",
                  "failed": "bold red", "cancelled": "dim"}

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from taskloom import plugins
-from taskloom.storage import Store, get_storage
+from taskloom.storage import Store
+from taskloom.stores import get_storage
 
 
 @pytest.fixture

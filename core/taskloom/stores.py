@@ -1,0 +1,48 @@
+"""Opening a store: :func:`get_storage` picks the registered backend for a URL or client object.
+
+Kept apart from the contract (:mod:`taskloom.storage`) so that the contract does not depend
+on the plugin registry, and backends can import it without an import cycle.
+"""
+
+from __future__ import annotations
+
+import os
+
+from taskloom import registry
+from taskloom.errors import StorageError, UnknownNameError
+from taskloom.storage import Store
+
+#: the embedded default store, a SQLite file in the working directory
+DEFAULT_STORAGE_URL = "sqlite:///taskloom.db"
+
+
+def get_storage(target: str | Store | object | None = None) -> Store:
+    """Open a store from a URL (``memory://``, ``sqlite:///path``, ``mongodb://...``).
+
+    ``None`` means the embedded default (``TASKLOOM_STORAGE`` or ``sqlite:///taskloom.db`` in
+    the working directory). A :class:`Store` is returned as is; any other object is offered to
+    every registered backend's :meth:`Store.adopt` (a pymongo ``Database``, for instance).
+    """
+    if target is None:
+        target = os.environ.get("TASKLOOM_STORAGE") or DEFAULT_STORAGE_URL
+    if isinstance(target, Store):
+        return target
+    backends = registry.contributions("storage scheme")
+    if isinstance(target, str):
+        scheme, sep, _ = target.partition("://")
+        if not sep:
+            raise StorageError(
+                f"storage URL {target!r} has no scheme; use one of "
+                + ", ".join(f"{s}://" for s in sorted(backends))
+            )
+        if scheme not in backends:
+            raise UnknownNameError("storage scheme", scheme, list(backends))
+        return backends[scheme].obj.from_url(target)
+    for item in backends.values():
+        store = item.obj.adopt(target)
+        if store is not None:
+            return store
+    raise StorageError(
+        f"no storage backend accepts a {type(target).__name__} object; pass a URL with one of "
+        + ", ".join(f"{s}://" for s in sorted(backends))
+    )
