@@ -128,19 +128,20 @@ TASK_QUERIES: list[tuple[dict[str, Any], set[str]]] = [
 
 
 
-#: tasks whose ``v`` values the boundary queries hit exactly (``n`` tells them apart)
+#: tasks whose ``v`` values the boundary queries hit exactly (``n`` tells them apart); no
+#: list values, as MongoDB would look inside them (the documented non-portable corner)
 BOUNDARY_ROWS: list[dict[str, Any]] = [
     {"n": 0, "v": 1}, {"n": 1, "v": 1.5}, {"n": 2, "v": 2}, {"n": 3, "v": "a"},
     {"n": 4, "v": "b"}, {"n": 5, "v": True}, {"n": 6, "v": None}, {"n": 7},
-    {"n": 8, "v": [1]}, {"n": 9, "v": {"k": 1}}, {"n": 10, "v": 0}, {"n": 11, "v": False},
+    {"n": 9, "v": {"k": 1}}, {"n": 10, "v": 0}, {"n": 11, "v": False},
 ]
 #: each operator with an operand equal to a stored value (random queries rarely hit one)
 BOUNDARY_QUERIES: list[dict[str, Any]] = [
     *({"v": {op: value}} for op in ("$lt", "$lte", "$gt", "$gte")
       for value in (1, 1.0, 1.5, 2, 0, "a", "b")),
-    *({"v": {"$ne": value}} for value in (1, 1.5, "a", True, False, 0, None, [1], {"k": 1})),
+    *({"v": {"$ne": value}} for value in (1, 1.5, "a", True, False, 0, None, {"k": 1})),
     *({"v": {"$in": values}} for values in (
-        [1], [1.0], [1.5, "a"], ["b"], [True], [0], [False], [None], [[1]], [{"k": 1}],
+        [1], [1.0], [1.5, "a"], ["b"], [True], [0], [False], [None], [{"k": 1}],
         [1, True], [])),
     *({"v": {"$nin": values}} for values in ([1], [True, None], ["a", 1.5])),
     {"v": {"$gte": 1, "$lte": 1}}, {"v": {"$gt": 1, "$lt": 2}}, {"v": {"$gte": "a", "$lt": "b"}},
