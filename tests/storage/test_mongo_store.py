@@ -156,7 +156,8 @@ def test_qlib_documents_with_pickles_are_refused_not_unpickled(mongo: MongoStore
     doc = raw["p"].find_one({"filter": {"a": 2}})
     with pytest.raises(StorageError, match=f"task {doc['_id']} is corrupt .*not a taskloom task"):
         pool.get(str(doc["_id"]))
-    assert [rec["def"] for rec in pool.find({})] == [{"a": 1}]  # the qlib document is skipped  # complete the record, keep the pickle
+    assert [rec["def"] for rec in pool.find({})] == [{"a": 1}]  # the qlib document is skipped
+    # complete the record, keep the pickle
     raw["p"].replace_one({"_id": doc["_id"]}, {
         **{f: None for f in ("res", "error", "lease", "not_before")}, "key": "k2",
         "def": Binary(b"\x80\x04pickle"), "status": "waiting", "priority": 0,
