@@ -330,25 +330,21 @@ class SQLitePool(Pool):
             "owner": owner, "token": token, "until": until, "started": started,
             "from_status": from_status}
         written = written or {}
-        stored = {"def": definition, "types": types, "res": res, "attempts": attempts,
-                  "error": error}
-        decoded = {}
-        for column, text in stored.items():
-            if column in written:
-                decoded[column] = written[column]
-                continue
-            try:
-                decoded[column] = _decode(column, text)
-            except ValueError as exc:
-                return CorruptRecord(str(task_id), f"column {column!r} is not valid JSON "
-                                                   f"({exc}) in {self._store.path}")
-        return {
-            "_id": str(task_id), "key": key, "def": decoded["def"], "types": decoded["types"],
-            "status": status, "priority": priority, "res": decoded["res"],
-            "created_at": created_at, "updated_at": updated_at, "not_before": not_before,
-            "attempt": attempt, "lease": lease, "attempts": decoded["attempts"],
-            "error": decoded["error"],
-        }
+        try:
+            return {
+                "_id": str(task_id), "key": key,
+                "def": written["def"] if "def" in written else _decode("def", definition),
+                "types": written["types"] if "types" in written else _decode("types", types),
+                "status": status, "priority": priority,
+                "res": written["res"] if "res" in written else _decode("res", res),
+                "created_at": created_at, "updated_at": updated_at, "not_before": not_before,
+                "attempt": attempt, "lease": lease,
+                "attempts": written["attempts"] if "attempts" in written else
+                _decode("attempts", attempts),
+                "error": written["error"] if "error" in written else _decode("error", error),
+            }
+        except ValueError as exc:
+            return CorruptRecord(str(task_id), f"{exc} in {self._store.path}")
 
     def _insert(self, items: list[NewTask], now: float) -> list[tuple[str, bool]]:
         """Insert missing keys in one transaction.
@@ -467,11 +463,14 @@ class SQLitePool(Pool):
 
 
 def _decode(column: str, text: Any) -> Any:
-    """The value of a JSON column; ValueError if it holds anything but JSON text."""
+    """The value of a JSON column; a ValueError naming the column if it is not JSON text."""
     if text is None and column in NULL_WHEN_NONE:
         return None
     if text == "[]":  # the history of every task that has not ended an attempt yet
         return []
-    if not isinstance(text, str):
-        raise ValueError(f"a {type(text).__name__} value, not JSON text")
-    return _parse(text)
+    try:
+        if not isinstance(text, str):
+            raise ValueError(f"a {type(text).__name__} value, not JSON text")
+        return _parse(text)
+    except ValueError as exc:
+        raise ValueError(f"column {column!r} is not valid JSON ({exc})") from exc
