@@ -24,8 +24,9 @@ A claim is one ``find_one_and_update`` with a pipeline update, which appends the
 attempt's history entry only when it takes over an expired lease. mongomock (which many test
 suites adopt as a fake server) rejects that pipeline's ``$type``, so on an adopted mongomock
 ``Database`` the claim reads the best candidate and then updates it only if it is unchanged
-(status, attempt and ``updated_at`` as read), retrying otherwise: a compare-and-set that stays
-correct, just not a single server-side step. A real server always takes the pipeline.
+(status, attempt and ``updated_at`` as read), retrying otherwise: a compare-and-set, not a
+single server-side step. mongomock's own operations are not atomic between threads, so these
+claims also hold a process-wide lock. A real server always takes the pipeline.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ OPTIONAL_FIELDS = frozenset({"types"})
 #: how often an insert is retried when another process inserted one of its keys meanwhile
 INSERT_ATTEMPTS = 5
 DUPLICATE_KEY = 11000
+#: serialises the claims made on mongomock databases (see the module docstring)
+_MONGOMOCK_CLAIMS = threading.Lock()
 
 
 def _public_url(url: str) -> str:
@@ -130,6 +133,8 @@ class MongoStore(Store):
             self._db = database
             self.url = f"mongodb database {database.name!r} (adopted {type(database).__name__})"
             self.pipelines = not type(database).__module__.startswith("mongomock")
+            #: a mongomock database lives in this process only
+            self.shared_across_processes = self.pipelines
 
     @classmethod
     def from_url(cls, url: str) -> MongoStore:
@@ -344,27 +349,26 @@ class MongoPool(Pool):
         now: float,
     ) -> Record | CorruptRecord | None:
         """The claim without a pipeline update (mongomock): read, then update if unchanged."""
-        import pymongo
+        from pymongo import ReturnDocument
 
-        while True:
-            with self._store.errors():
+        with _MONGOMOCK_CLAIMS, self._store.errors():
+            while True:
                 found = list(self._coll.find(claimable).sort(order).limit(1))
-            if not found:
-                return None
-            doc = found[0]
-            update: dict[str, Any] = {"$set": {"status": RUNNING, "updated_at": now,
-                                               "lease": lease}, "$inc": {"attempt": 1}}
-            old = doc.get("lease")
-            if doc.get("status") == RUNNING and isinstance(old, dict) and old["until"] < now:
-                update["$push"] = {"attempts": lost_attempt(
-                    doc["attempt"], old["owner"], old["started"], now)}
-            unchanged = {field: doc.get(field) for field in ("_id", "status", "attempt",
-                                                             "updated_at")}
-            with self._store.errors():
+                if not found:
+                    return None
+                doc = found[0]
+                update: dict[str, Any] = {"$set": {"status": RUNNING, "updated_at": now,
+                                                   "lease": lease}, "$inc": {"attempt": 1}}
+                old = doc.get("lease")
+                if doc.get("status") == RUNNING and isinstance(old, dict) and old["until"] < now:
+                    update["$push"] = {"attempts": lost_attempt(
+                        doc["attempt"], old["owner"], old["started"], now)}
+                unchanged = {field: doc.get(field)
+                             for field in ("_id", "status", "attempt", "updated_at")}
                 claimed = self._coll.find_one_and_update(
-                    unchanged, update, return_document=pymongo.ReturnDocument.AFTER)
-            if claimed is not None:
-                return self._record(claimed)
+                    unchanged, update, return_document=ReturnDocument.AFTER)
+                if claimed is not None:
+                    return self._record(claimed)
 
     def _held(self, task_id: str, token: str) -> dict[str, Any] | None:
         oid = object_id(task_id)

@@ -1,17 +1,23 @@
 """A mongomock ``Database`` adopted as storage works for single-process use (qlib users' tests).
 
 mongomock rejects the ``$type`` of the claim's pipeline update, so an adopted mongomock
-database claims by compare-and-set instead; a real server keeps the one-step pipeline.
+database claims by compare-and-set instead; a real server keeps the one-step pipeline. The
+contract suite runs on it too, with the queries where mongomock's own matching differs from a
+server's (it equates ``True`` with ``1`` and ``False`` with ``0``) marked as expected failures.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import mongomock
 import pytest
 from taskloom import task_key
 from taskloom.manager import TaskManager, run_task
 from taskloom.record import lost_attempt
+from taskloom.storage import Store
 from taskloom.stores import get_storage
+from taskloom.testing.backend import BackendContract, CorruptTask
 from taskloom_mongo import MongoStore
 
 T0 = 1_700_000_000.0
@@ -61,3 +67,38 @@ def test_only_mongomock_loses_the_pipeline_claim(mongo_url: str) -> None:
         assert real.pipelines
     finally:
         real.close()
+
+
+#: contract queries that mongomock answers wrongly because it equates True with 1, False with 0
+BOOL_IS_NUMBER: list[dict[str, Any]] = [
+    {"flag": True}, {"flag": 1}, {"flag": {"$in": [False, 1]}},
+    {"flag": {"$nin": [True, False]}}, {"flag": {"$ne": True}},
+    {"v": {"$ne": 1}}, {"v": {"$ne": True}}, {"v": {"$ne": False}}, {"v": {"$ne": 0}},
+    {"v": {"$in": [1]}}, {"v": {"$in": [1.0]}}, {"v": {"$in": [True]}}, {"v": {"$in": [0]}},
+    {"v": {"$in": [False]}}, {"v": {"$nin": [1]}}, {"v": {"$nin": [True, None]}},
+]
+
+
+class TestMongomockBackend(BackendContract):
+    """The contract on an adopted mongomock database (the compare-and-set claim)."""
+
+    @pytest.fixture
+    def store_url(self) -> Any:
+        return mongomock.MongoClient().db  # get_storage adopts it; the same object reopens it
+
+    @pytest.fixture(autouse=True)
+    def _mongomock_bool_equality(self, request: pytest.FixtureRequest) -> None:
+        callspec = getattr(request.node, "callspec", None)
+        if callspec is not None and callspec.params.get("query") in BOOL_IS_NUMBER:
+            request.applymarker(pytest.mark.xfail(
+                strict=True, reason="mongomock equates True with 1 and False with 0"))
+
+    @pytest.fixture
+    def corrupt_task(self) -> CorruptTask:
+        def corrupt(store: Store, pool_name: str, task_id: str) -> None:
+            from bson import Binary, ObjectId
+
+            store.db[pool_name].update_one(  # type: ignore[attr-defined]
+                {"_id": ObjectId(task_id)}, {"$set": {"def": Binary(b"\x80\x04pickle")}})
+
+        return corrupt

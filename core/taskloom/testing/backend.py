@@ -208,12 +208,16 @@ class BackendContract:
     """The contract tests; subclass it as ``Test...`` and override the ``store_url`` fixture."""
 
     @pytest.fixture
-    def store_url(self) -> str:
-        """The URL of an empty store for one test: the one fixture a backend overrides."""
+    def store_url(self) -> Any:
+        """The URL of an empty store for one test: the one fixture a backend overrides.
+
+        Anything :func:`taskloom.get_storage` accepts will do (a client object it adopts, for
+        instance), as long as opening it twice gives the same data.
+        """
         pytest.fail("override the store_url fixture in your BackendContract subclass")
 
     @pytest.fixture
-    def store(self, store_url: str) -> Iterator[Store]:
+    def store(self, store_url: Any) -> Iterator[Store]:
         """The store, closed after the test."""
         opened = get_storage(store_url)
         try:
@@ -626,7 +630,7 @@ class BackendContract:
         assert store.pool("known", create=False).name == "known"
 
 
-    def test_data_survives_reopening_the_store(self, store_url: str, store: Store) -> None:
+    def test_data_survives_reopening_the_store(self, store_url: Any, store: Store) -> None:
         ids = named(store.pool("p"), "a", "b")
         claim(store.pool("p"), T0, token="tk")
         store.close()
