@@ -84,17 +84,18 @@ class KeyNotUnique(Exception):
 
 
 def _check_text(field: str, value: Any) -> str:
+    if type(value) is str and value:  # the common case first: these run on every claim
+        return value
     if not isinstance(value, str) or not value:
         raise StorageError(f"{field} must be a non-empty string, got {value!r:.80}")
     return str(value)  # a TaskStatus becomes its plain value
 
 
 def _check_number(field: str, value: Any, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or (
-            positive and not value > 0):
-        kind = "a positive number" if positive else "a number"
-        raise StorageError(f"{field} must be {kind}, got {value!r:.80}")
-    return value
+    if (type(value) is float or type(value) is int) and (not positive or value > 0):
+        return value
+    kind = "a positive number" if positive else "a number"
+    raise StorageError(f"{field} must be {kind}, got {value!r:.80}")
 
 
 def _check_count(field: str, value: Any) -> int:
@@ -234,7 +235,8 @@ class Pool(ABC):
         """
         token = _check_text("token", token)
         now = _check_number("now", now)
-        sets = {**check_changes(changes), "lease": None, "updated_at": now}
+        sets = check_changes(changes)
+        sets["lease"], sets["updated_at"] = None, now
         entry = to_canonical(history) if history else None
         if entry is not None and "attempts" in sets:
             sets["attempts"], entry = [*sets["attempts"], entry], None

@@ -153,3 +153,18 @@ def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     assert store.pool("p").get(first)["lease"]["owner"] == "child"
     assert store.pool("p").claim(status="waiting", query={}, owner="parent", token="p",
                                  lease_seconds=60, now=T0)["_id"] == second
+
+
+def test_a_worker_goes_past_a_corrupt_row_and_leaves_it_failed(tmp_path: Path) -> None:
+    from taskloom.manager import TaskManager, run_task
+
+    url = f"sqlite:///{tmp_path}/w.db"
+    tm = TaskManager("p", url)
+    bad, *good = tm.create_task([{"n": 0}, {"n": 1}, {"n": 2}])
+    conn = sqlite3.connect(tmp_path / "w.db")
+    conn.execute("UPDATE tasks SET def = '{broken' WHERE id = ?", (int(bad),))
+    conn.commit()
+    assert run_task(lambda task: task["n"] * 10, "p", storage=url)
+    assert tm.task_stat() == {"done": 2, "failed": 1}
+    assert sorted(task["res"] for task in tm.query({"status": "done"})) == [10, 20]
+    assert [task["_id"] for task in tm.query({"status": "done"})] == good
