@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from taskloom.query import And, Cond, Node, canonical_text, value_kind
+from taskloom.backend import And, Cond, Node, canonical_text, value_kind
 
 SCHEMA_VERSION = 2
 
