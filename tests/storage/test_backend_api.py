@@ -18,11 +18,13 @@ def _taskloom_imports(path: Path) -> set[str]:
     """The ``taskloom...`` modules a source file imports (``taskloom_x`` plugins aside)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
+        if isinstance(node, ast.ImportFrom) and node.module == "taskloom":
+            found.update(f"taskloom.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return {name for name in found if name == "taskloom" or name.startswith("taskloom.")}
+    return {name for name in found if name.startswith("taskloom.")}
 
 
 @pytest.mark.parametrize("package", BACKENDS, ids=lambda path: path.name)
