@@ -817,3 +817,34 @@ class BackendContract:
         starts_with_prefix = {"$gte": prefix, "$lt": prefix + "\U0010ffff"}  # no decoding
         assert pool.counts({"_id": ids["bad"], "error.message": starts_with_prefix}) == {
             "failed": 1}
+
+    # ----------------------------------------------------------------------------------------
+    # input is checked once, before the backend sees it
+    # ----------------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize(("call", "message"), [
+        (lambda p: claim(p, status=""), "status must be a non-empty string, got ''"),
+        (lambda p: claim(p, owner=None), "owner must be a non-empty string, got None"),
+        (lambda p: claim(p, token=""), "token must be a non-empty string, got ''"),
+        (lambda p: claim(p, lease=0), "lease_seconds must be a positive number, got 0"),
+        (lambda p: claim(p, now="soon"), "now must be a number, got 'soon'"),
+        (lambda p: p.heartbeat("1", "", T0, T0), "token must be a non-empty string"),
+        (lambda p: p.finish("1", "tk", {}, None, None), "now must be a number, got None"),
+        (lambda p: list(p.find({}, limit=-1)), "limit must be an integer >= 0, got -1"),
+        (lambda p: list(p.find({}, skip=1.5)), "skip must be an integer >= 0, got 1.5"),
+        (lambda p: p.ids_for_keys(["k", ""]), "a task key must be a non-empty string"),
+        (lambda p: p.insert_many([("k", {})], "now"), "now must be a number, got 'now'"),
+    ], ids=lambda v: v if isinstance(v, str) else "")
+    def test_bad_arguments_are_refused_naming_the_field_and_value(
+            self, pool: Pool, call: Callable[[Pool], Any], message: str) -> None:
+        named(pool, "a")
+        before = list(pool.find({}))
+        with pytest.raises(StorageError, match=message.replace("(", r"\(")):
+            call(pool)
+        assert list(pool.find({})) == before
+
+    @pytest.mark.parametrize("name", ["", None, "a\0b"])
+    def test_bad_pool_names_are_refused(self, store: Store, name: Any) -> None:
+        with pytest.raises(StorageError, match="pool name"):
+            store.pool(name)
+        assert store.list_pools() == []
