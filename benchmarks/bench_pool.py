@@ -42,7 +42,7 @@ from typing import Any
 
 from taskloom import task_key, to_jsonable
 from taskloom.manager import TaskManager
-from taskloom.storage import get_storage
+from taskloom.stores import get_storage
 
 SPAWN = multiprocessing.get_context("spawn")
 #: the repository's tests folder, for the SecantusDB helpers in ``support/mongo.py``

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from taskloom.hookspecs import hookimpl
 from taskloom.plugins import PluginInfo, list_plugins
 from taskloom.registry import lookup as _lookup
-from taskloom.storage import get_storage
+from taskloom.stores import get_storage
 from taskloom.taskkey import canonical_json, task_key, to_jsonable
 
 if TYPE_CHECKING:

@@ -40,8 +40,8 @@ from taskloom.storage import (
     WAITING,
     Record,
     Store,
-    get_storage,
 )
+from taskloom.stores import get_storage
 from taskloom.taskkey import data_key, to_canonical, to_jsonable
 
 log = logging.getLogger(__name__)

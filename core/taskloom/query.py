@@ -42,8 +42,8 @@ Not part of the language: Mongo's implicit traversal of arrays (``{"tags": "x"}`
 array elements; portable queries address list items by index.
 
 Writes are checked here too, so every backend rejects the same input: :func:`check_items`
-validates the ``(key, def)`` pairs of ``Pool.insert_many`` and :func:`check_changes` the
-``{field: value}`` sets that ``Pool.update_many`` and ``Pool.finish`` apply.
+validates the ``(key, def[, types])`` items of ``Pool.insert_many`` and :func:`check_changes`
+the ``{field: value}`` sets that ``Pool.update_many`` and ``Pool.finish`` apply.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskloom.errors import QueryError, StorageError, TaskEncodingError
-from taskloom.storage import RECORD_FIELDS
+from taskloom.record import RECORD_FIELDS
 from taskloom.taskkey import canonical_text, is_canonical, to_canonical
 
 COMPARISONS: tuple[str, ...] = ("$lt", "$lte", "$gt", "$gte")
@@ -69,7 +69,7 @@ UNSETTABLE: frozenset[str] = frozenset({"_id", "created_at", "lease"})
 FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "key": ("string",), "status": ("string",), "priority": ("number",),
     "not_before": ("number", "null"), "attempt": ("number",), "updated_at": ("number",),
-    "attempts": ("compound",),
+    "attempts": ("compound",), "types": ("compound", "null"),
 }
 #: how deeply a query may nest, in ``$and``/``$or`` levels and, separately, in lists and dicts
 #: inside one value (MongoDB's own document limit); deeper input would exhaust Python's stack
@@ -250,11 +250,16 @@ def _comparable(value: Any) -> bool:
     )
 
 
-def check_items(items: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """Validate ``(key, def)`` pairs before an insert and return them with canonical defs.
+#: an item to insert, as checked: ``(key, def, types)`` with ``types`` None or a dict
+NewTask = tuple[str, Any, Any]
+
+
+def check_items(items: Sequence[Sequence[Any]]) -> list[NewTask]:
+    """Validate ``(key, def)`` or ``(key, def, types)`` items and return ``(key, def, types)``.
 
     Checking the whole batch first is what lets backends insert it atomically. A key that is
-    not a non-empty string raises :class:`StorageError`; a def with no JSON form raises
+    not a non-empty string, or ``types`` that is neither None nor a dict, raises
+    :class:`StorageError`; a def or types with no JSON form raises
     :class:`TaskEncodingError` naming the item and the path inside it.
 
     The task manager passes defs that are canonical already (the contract of
@@ -266,18 +271,22 @@ def check_items(items: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
     """
     out = []
     for i, item in enumerate(items):
-        if not (isinstance(item, tuple | list) and len(item) == 2):
-            raise StorageError(f"item {i}: expected a (key, def) pair, got {item!r:.80}")
-        key, definition = item
+        if not (isinstance(item, tuple | list) and len(item) in (2, 3)):
+            raise StorageError(
+                f"item {i}: expected a (key, def) or (key, def, types) tuple, got {item!r:.80}")
+        key, definition, types = (*item, None) if len(item) == 2 else item
         if not isinstance(key, str) or not key:
             raise StorageError(f"item {i}: the task key must be a non-empty string, got {key!r}")
-        if is_canonical(definition):
-            out.append((key, definition))
-            continue
+        if types is not None and not isinstance(types, Mapping):
+            raise StorageError(f"item {i}: types must be a dict or None, got {types!r:.80}")
         try:
-            out.append((key, to_canonical(definition)))
+            if not is_canonical(definition):
+                definition = to_canonical(definition)
+            if types is not None and not is_canonical(types):
+                types = to_canonical(types)
         except TaskEncodingError as exc:
             raise TaskEncodingError(f"item {i} (key {key[:12]}...): {exc}") from exc
+        out.append((key, definition, types))
     return out
 
 

@@ -1,8 +1,14 @@
-"""The storage contract every backend implements, and opening a store by URL.
+"""The storage contract: public ``Store``/``Pool`` methods built once on a few primitives.
 
 A *store* (a SQLite file, a MongoDB database, a process-local dict) holds named *pools*; a
-pool holds task records. The contract is deliberately small and atomic so that one backend
-conformance suite (``tests/storage/``) can pin the same semantics on every backend:
+pool holds task records. The public methods of :class:`Pool` and :class:`Store` are concrete
+*template methods*: they validate their input, apply the rules every backend shares (the
+lease is cleared when a status leaves ``running``, a duplicate key is reported the same way,
+a corrupt record is skipped and reported) and then call a handful of abstract primitives
+(``_insert``, ``_claim``, ``_heartbeat``, ``_finish``, ``_update``, ``_delete``, ``_counts``,
+``_find``, ``_get``, ``_ids_for_keys``; ``_has_pool``, ``_create_pool``, ``_open_pool``,
+``_list_pools``, ``_drop_pool``) that receive checked input. A backend implements only the
+primitives, in the spirit of huey's ``BaseStorage``. The contract stays small and atomic:
 
 * insert-if-absent by task key, a whole batch atomically;
 * claim one task (highest priority first, FIFO within a priority, only tasks whose
@@ -10,7 +16,8 @@ conformance suite (``tests/storage/``) can pin the same semantics on every backe
 * heartbeat and finish, both *fenced*: only the holder of the current lease token succeeds;
 * counts by status without decoding payloads, queries, unguarded updates and deletes.
 
-The :class:`taskloom.TaskManager` builds qlib's API, leases, retries and failure records on top.
+The :class:`taskloom.TaskManager` builds qlib's API, leases, retries and failure records on
+top, and :mod:`taskloom.testing.backend` is the suite that checks a backend keeps it.
 
 Task record (what every read returns; a plain JSON-compatible dict)::
 
@@ -18,7 +25,8 @@ Task record (what every read returns; a plain JSON-compatible dict)::
       "_id": "17",                     # opaque string id, unique in the store
       "key": "<sha256 hex>",           # taskloom.task_key(def); unique in the pool
       "def": {...},                    # the task definition, canonical JSON data
-      "status": "waiting",             # see STATUSES; backends accept any string
+      "types": None | {...},           # JSON given at insert (a type map), returned as is
+      "status": "waiting",             # see TaskStatus; backends accept any string
       "priority": 0,                   # higher is claimed first; never-set means 0
       "res": None,                     # JSON result, None when there is none
       "created_at": 1700000000.0,      # epoch seconds (floats everywhere: no tz, no ms cuts)
@@ -36,10 +44,22 @@ Queries are a Mongo-style subset over these records, validated by :mod:`taskloom
 
 from __future__ import annotations
 
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from taskloom.errors import StorageError, UnknownNameError
+from taskloom.query import And, Cond, NewTask, check_changes, check_items, normalize
+from taskloom.record import (  # noqa: F401 - re-exported: the contract speaks of these
+    LEASE_EXPIRED,
+    RECORD_FIELDS,
+    CorruptRecord,
+    Record,
+    lost_attempt,
+    new_record,
+)
 from taskloom.status import (  # noqa: F401 - re-exported: the contract speaks of these
     CANCELLED,
     DONE,
@@ -51,54 +71,85 @@ from taskloom.status import (  # noqa: F401 - re-exported: the contract speaks o
     WAITING,
     TaskStatus,
 )
+from taskloom.taskkey import to_canonical
 
-#: record fields that a query addresses directly; every other root path is a task field
-RECORD_FIELDS: frozenset[str] = frozenset(
-    {
-        "_id",
-        "key",
-        "def",
-        "status",
-        "priority",
-        "res",
-        "created_at",
-        "updated_at",
-        "not_before",
-        "attempt",
-        "lease",
-        "attempts",
-        "error",
-    }
-)
+log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
+#: the ``error.type`` of a task that a claim found corrupt and marked failed
+CORRUPT_RECORD = "CorruptRecord"
+
+
+class KeyNotUnique(Exception):
+    """Raised by an update primitive when the unique task-key index rejects the change."""
+
+
+def _check_text(field: str, value: Any) -> str:
+    if type(value) is str and value:  # the common case first: these run on every claim
+        return value
+    if not isinstance(value, str) or not value:
+        raise StorageError(f"{field} must be a non-empty string, got {value!r:.80}")
+    return str(value)  # a TaskStatus becomes its plain value
+
+
+def _check_number(field: str, value: Any, *, positive: bool = False) -> float:
+    if (type(value) is float or type(value) is int) and (not positive or value > 0):
+        return value
+    kind = "a positive number" if positive else "a number"
+    raise StorageError(f"{field} must be {kind}, got {value!r:.80}")
+
+
+def _check_count(field: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StorageError(f"{field} must be an integer >= 0, got {value!r:.80}")
+    return value
 
 
 class Pool(ABC):
-    """One named pool of task records inside a store. All methods are safe across processes."""
+    """One named pool of task records inside a store. All methods are safe across processes.
+
+    The public methods check their input and call the primitives (the abstract ``_`` methods)
+    with checked data: a normalised query tree, canonical JSON values, plain strings.
+    """
 
     name: str
 
-    @abstractmethod
-    def insert_many(
-        self, items: Sequence[tuple[str, dict[str, Any]]], now: float
-    ) -> list[tuple[str, bool]]:
-        """Insert ``(key, def)`` pairs as ``waiting`` unless a task with that key exists.
+    # ----------------------------------------------------------------------------------------
+    # the public contract (template methods)
+    # ----------------------------------------------------------------------------------------
+
+    def insert_many(self, items: Sequence[Sequence[Any]], now: float) -> list[tuple[str, bool]]:
+        """Insert ``(key, def)`` or ``(key, def, types)`` items as ``waiting`` unless present.
 
         Returns ``(id, created)`` aligned with ``items``; a key repeated inside the batch
-        resolves to one id (created once). The batch is atomic: on any error nothing is
-        inserted. ``def`` is already canonical JSON data. The whole batch is checked first with
+        resolves to one id (created once, with its first def). The batch is atomic: on any
+        error nothing is inserted. The whole batch is checked first with
         :func:`taskloom.query.check_items`: a key that is not a non-empty string raises
         :class:`~taskloom.errors.StorageError`, a def with no JSON form
-        :class:`~taskloom.errors.TaskEncodingError`. Inserting through the handle of a pool
-        that was dropped meanwhile creates the pool again.
+        :class:`~taskloom.errors.TaskEncodingError`. ``types`` (None or a JSON dict) is stored
+        as given and is not part of the key. Inserting through the handle of a pool that was
+        dropped meanwhile creates the pool again.
         """
+        now = _check_number("now", now)
+        checked = check_items(items)
+        first: dict[str, NewTask] = {}
+        for item in checked:
+            first.setdefault(item[0], item)
+        inserted = dict(zip(first, self._insert(list(first.values()), now) if first else [],
+                            strict=True))
+        out = []
+        for key, _, _ in checked:
+            task_id, created = inserted[key]
+            out.append((task_id, created))
+            inserted[key] = (task_id, False)  # a key repeated in the batch is created once
+        return out
 
-    @abstractmethod
     def ids_for_keys(self, keys: Sequence[str]) -> dict[str, str]:
         """``{key: id}`` for the keys that exist in the pool (an indexed lookup)."""
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            _check_text("a task key", key)
+        return self._ids_for_keys(wanted) if wanted else {}
 
-    @abstractmethod
     def claim(
         self,
         *,
@@ -116,23 +167,55 @@ class Pool(ABC):
         (``lease.until < now``) whose ``lease.from_status`` == ``status``. The highest
         ``priority`` wins, then creation order. The claimed record gets ``status="running"``,
         ``attempt += 1`` and ``lease = {owner, token, until: now + lease_seconds,
-        started: now, from_status: status}``. When an expired lease is reclaimed, a history
-        entry ``{"attempt", "owner", "started", "ended": now, "outcome": "lease expired"}`` for
-        the lost attempt is appended to ``attempts`` first. ``updated_at`` becomes ``now``.
+        started: now, from_status: status}``. When an expired lease is reclaimed, the history
+        entry :func:`~taskloom.record.lost_attempt` for the lost attempt is appended to
+        ``attempts`` first. ``updated_at`` becomes ``now``.
 
         ``query`` applies to both kinds of candidates, so a query that pins ``status`` also
-        decides whether expired leases can be reclaimed.
+        decides whether expired leases can be reclaimed. A claimed task that cannot be read
+        (corrupt stored data) is never handed out: it is marked ``failed`` with an error of
+        type ``CorruptRecord`` naming the row and the field, logged, and the claim goes on
+        to the next candidate.
         """
+        status = _check_text("status", status)
+        node = normalize(query)
+        now = _check_number("now", now)
+        lease = {"owner": _check_text("owner", owner), "token": _check_text("token", token),
+                 "until": now + _check_number("lease_seconds", lease_seconds, positive=True),
+                 "started": now, "from_status": status}
+        while True:
+            got = self._claim(status, node, lease, now)
+            if not isinstance(got, CorruptRecord):
+                return got
+            self._fail_corrupt(got, token, now)
 
-    @abstractmethod
+    def _fail_corrupt(self, bad: CorruptRecord, token: str, now: float) -> None:
+        """Mark a task that a claim found unreadable ``failed``, fenced by the claim's token."""
+        message = self._corrupt_message(bad)
+        log.error("%s; marked failed", message)
+        held = And((Cond(("_id",), "$eq", bad.task_id), Cond(("status",), "$eq", str(RUNNING)),
+                    Cond(("lease", "token"), "$eq", token)))
+        error = {"type": CORRUPT_RECORD, "message": message, "traceback": ""}
+        if not self._update(held, {"status": str(FAILED), "error": error, "lease": None,
+                                   "updated_at": now}):
+            raise StorageError(f"{message}; it could not be marked failed")
+
+    def _corrupt_message(self, bad: CorruptRecord) -> str:
+        return (f"pool {self.name!r}: task {bad.task_id} is corrupt ({bad.problem}); "
+                "taskloom never unpickles stored data")
+
     def heartbeat(self, task_id: str, token: str, until: float, now: float) -> bool:
         """Extend the lease to ``until`` if ``token`` still holds it; False changes nothing.
 
         "Holds" means the task is ``running`` with this lease token, even if ``until`` has
         passed, as long as nobody reclaimed it. ``updated_at`` becomes ``now``.
         """
+        token = _check_text("token", token)
+        until, now = _check_number("until", until), _check_number("now", now)
+        if not isinstance(task_id, str):
+            return False
+        return self._heartbeat(task_id, token, until, now)
 
-    @abstractmethod
     def finish(
         self,
         task_id: str,
@@ -150,22 +233,58 @@ class Pool(ABC):
         Returns the record after the change, or None when the task is not ``running`` under
         that token (nothing is changed then).
         """
+        token = _check_text("token", token)
+        now = _check_number("now", now)
+        sets = check_changes(changes)
+        sets["lease"], sets["updated_at"] = None, now
+        entry = to_canonical(history) if history else None
+        if entry is not None and "attempts" in sets:
+            sets["attempts"], entry = [*sets["attempts"], entry], None
+        if not isinstance(task_id, str):
+            return None
+        got = self._finish(task_id, token, sets, entry)
+        if isinstance(got, CorruptRecord):
+            raise StorageError(self._corrupt_message(got))
+        return got
 
-    @abstractmethod
     def counts(self, query: dict[str, Any]) -> dict[str, int]:
         """``{status: n}`` over matching tasks, by indexed aggregation (no payload decoding)."""
+        return self._counts(normalize(query))
 
-    @abstractmethod
     def find(
         self, query: dict[str, Any], *, limit: int | None = None, skip: int = 0
     ) -> Iterator[Record]:
-        """Matching records in creation order; ``limit=0`` yields nothing."""
+        """Matching records in creation order; ``limit=0`` yields nothing.
 
-    @abstractmethod
+        A stored task that cannot be read is skipped and logged (a warning naming the pool,
+        the task and the field), so one bad row does not hide the others; ``skip`` and
+        ``limit`` count it like any row.
+        """
+        node = normalize(query)
+        skip = _check_count("skip", skip)
+        if limit is not None and _check_count("limit", limit) == 0:
+            return iter(())
+        return self._readable(self._find(node, limit, skip))
+
+    def _readable(self, found: Iterator[Record | CorruptRecord]) -> Iterator[Record]:
+        for record in found:
+            if isinstance(record, CorruptRecord):
+                log.warning("%s; skipped", self._corrupt_message(record))
+            else:
+                yield record
+
     def get(self, task_id: str) -> Record | None:
-        """The record with this id, or None (also for ids that are malformed for the backend)."""
+        """The record with this id, or None (also for ids that are malformed for the backend).
 
-    @abstractmethod
+        A task that cannot be read raises :class:`~taskloom.errors.StorageError` naming it.
+        """
+        if not isinstance(task_id, str):
+            return None
+        got = self._get(task_id)
+        if isinstance(got, CorruptRecord):
+            raise StorageError(self._corrupt_message(got))
+        return got
+
     def update_many(self, query: dict[str, Any], changes: dict[str, Any], now: float) -> int:
         """Unguarded ``$set`` of top-level record fields on matching tasks; returns the count.
 
@@ -175,10 +294,87 @@ class Pool(ABC):
         count is of *matching* tasks, also those the change leaves as they were. Giving a task
         a ``key`` another task of the pool has raises :class:`~taskloom.errors.StorageError`.
         """
+        node = normalize(query)
+        sets = {**check_changes(changes), "updated_at": _check_number("now", now)}
+        if "status" in sets and sets["status"] != RUNNING:
+            sets["lease"] = None
+        try:
+            return self._update(node, sets)
+        except KeyNotUnique as exc:
+            raise StorageError(
+                f"pool {self.name!r}: task key {sets['key']!r} would not be unique") from exc
 
-    @abstractmethod
     def delete_many(self, query: dict[str, Any]) -> int:
         """Delete matching tasks; returns how many. An empty query empties the pool."""
+        return self._delete(normalize(query))
+
+    # ----------------------------------------------------------------------------------------
+    # the primitives a backend implements
+    # ----------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _insert(self, items: list[NewTask], now: float) -> list[tuple[str, bool]]:
+        """Insert each ``(key, def, types)`` whose key is absent, as :func:`new_record`.
+
+        Keys are distinct; defs and types are canonical JSON data (possibly the caller's own
+        objects: copy what you keep). Returns ``(id, created)`` aligned with ``items``. All or
+        nothing; recreates the pool if it was dropped.
+        """
+
+    @abstractmethod
+    def _ids_for_keys(self, keys: list[str]) -> dict[str, str]:
+        """``{key: id}`` for those of the (distinct, non-empty) ``keys`` present."""
+
+    @abstractmethod
+    def _claim(
+        self, status: str, query: And, lease: dict[str, Any], now: float
+    ) -> Record | CorruptRecord | None:
+        """In one atomic step, take the best candidate (see :meth:`claim`) and set its lease.
+
+        ``lease`` is the new lease, ready to store. Return the record after the claim, a
+        :class:`CorruptRecord` if it cannot be read (the claim stays done), or None.
+        """
+
+    @abstractmethod
+    def _heartbeat(self, task_id: str, token: str, until: float, now: float) -> bool:
+        """Set ``lease.until`` and ``updated_at`` if the task is running under ``token``."""
+
+    @abstractmethod
+    def _finish(
+        self, task_id: str, token: str, sets: dict[str, Any], append: Any
+    ) -> Record | CorruptRecord | None:
+        """If the task is running under ``token``: write ``sets``, then append ``append``.
+
+        ``sets`` holds canonical values of record fields, ``"lease": None`` and
+        ``updated_at`` among them; ``append`` is a history entry for ``attempts`` or None.
+        Returns the record after the change, or None (nothing changed) when not held.
+        """
+
+    @abstractmethod
+    def _update(self, query: And, sets: dict[str, Any]) -> int:
+        """Write ``sets`` (as in :meth:`_finish`) on every matching task; how many matched.
+
+        ``"lease": None`` in ``sets`` clears the lease. Raise :class:`KeyNotUnique`, changing
+        nothing, when a new ``key`` would collide.
+        """
+
+    @abstractmethod
+    def _delete(self, query: And) -> int:
+        """Delete the matching tasks; how many."""
+
+    @abstractmethod
+    def _counts(self, query: And) -> dict[str, int]:
+        """``{status: n}`` over matching tasks, without decoding payloads."""
+
+    @abstractmethod
+    def _find(
+        self, query: And, limit: int | None, skip: int
+    ) -> Iterator[Record | CorruptRecord]:
+        """Matching records in creation order after ``skip``, at most ``limit`` (never 0)."""
+
+    @abstractmethod
+    def _get(self, task_id: str) -> Record | CorruptRecord | None:
+        """The record with this id; None also for an id the backend could not have issued."""
 
 
 class Store(ABC):
@@ -212,63 +408,55 @@ class Store(ABC):
         """Wrap a ready client object (e.g. a pymongo ``Database``), or None if not ours."""
         return None
 
-    @abstractmethod
+    def check_pool_name(self, name: Any) -> str:
+        """Refuse a pool name this store cannot hold; a backend with more rules extends this.
+
+        Every backend refuses what is not a non-empty string or holds a NUL character.
+        """
+        if not isinstance(name, str) or not name or "\0" in name:
+            raise StorageError(
+                f"a pool name is a non-empty string without NUL characters, got {name!r:.80}")
+        return name
+
     def pool(self, name: str, create: bool = True) -> Pool:
         """The named pool; created (with its indexes) on first use unless ``create`` is False.
 
         With ``create=False`` an unknown pool raises :class:`taskloom.errors.UnknownNameError`.
         """
+        name = self.check_pool_name(name)
+        if not self._has_pool(name):
+            if not create:
+                raise UnknownNameError("pool", name, self.list_pools())
+            self._create_pool(name, time.time())
+        return self._open_pool(name)
 
-    @abstractmethod
     def list_pools(self) -> list[str]:
-        """Names of the pools in this store (a pool emptied by deletes still exists)."""
+        """Names of the pools in this store, sorted (a pool emptied by deletes still exists)."""
+        return sorted(self._list_pools())
 
-    @abstractmethod
     def drop_pool(self, name: str) -> None:
-        """Remove a pool and every task in it."""
+        """Remove a pool and every task in it; a pool that does not exist is no error."""
+        self._drop_pool(self.check_pool_name(name))
 
     def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections; the default does nothing."""
 
+    @abstractmethod
+    def _has_pool(self, name: str) -> bool:
+        """Whether the pool exists (a True answer may be cached)."""
 
-DEFAULT_STORAGE_URL = "sqlite:///taskloom.db"
+    @abstractmethod
+    def _create_pool(self, name: str, now: float) -> None:
+        """Create the pool and its indexes; must do nothing if another process just did."""
 
+    @abstractmethod
+    def _open_pool(self, name: str) -> Pool:
+        """A handle on the existing pool ``name``."""
 
-def get_storage(target: str | Store | object | None = None, *, create: bool = True) -> Store:
-    """Open a store from a URL (``memory://``, ``sqlite:///path``, ``mongodb://...``).
+    @abstractmethod
+    def _list_pools(self) -> list[str]:
+        """The names of the pools, in any order."""
 
-    ``None`` means the embedded default (``TASKLOOM_STORAGE`` or ``sqlite:///taskloom.db`` in
-    the working directory). A :class:`Store` is returned as is; any other object is offered to
-    every registered backend's :meth:`Store.adopt` (a pymongo ``Database``, for instance).
-    With ``create=False`` a URL naming a store that does not exist yet is a ``StorageError``
-    (:meth:`Store.open_existing`) instead of a new empty store.
-    """
-    import os
-
-    from taskloom import registry
-    from taskloom.errors import StorageError, UnknownNameError
-
-    if target is None:
-        target = os.environ.get("TASKLOOM_STORAGE") or DEFAULT_STORAGE_URL
-    if isinstance(target, Store):
-        return target
-    backends = registry.contributions("storage scheme")
-    if isinstance(target, str):
-        scheme, sep, _ = target.partition("://")
-        if not sep:
-            raise StorageError(
-                f"storage URL {target!r} has no scheme; use one of "
-                + ", ".join(f"{s}://" for s in sorted(backends))
-            )
-        if scheme not in backends:
-            raise UnknownNameError("storage scheme", scheme, list(backends))
-        backend = backends[scheme].obj
-        return backend.from_url(target) if create else backend.open_existing(target)
-    for item in backends.values():
-        store = item.obj.adopt(target)
-        if store is not None:
-            return store
-    raise StorageError(
-        f"no storage backend accepts a {type(target).__name__} object; pass a URL with one of "
-        + ", ".join(f"{s}://" for s in sorted(backends))
-    )
+    @abstractmethod
+    def _drop_pool(self, name: str) -> None:
+        """Delete the pool and its tasks, if it exists."""

@@ -7,8 +7,7 @@ with other processes.
 
 from __future__ import annotations
 
-from taskloom import hookimpl
-from taskloom.hookspecs import RegisterStorage
+from taskloom.backend import RegisterStorage, hookimpl
 
 from taskloom_memory.store import MemoryPool, MemoryStore
 

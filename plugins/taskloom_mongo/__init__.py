@@ -8,8 +8,7 @@ pymongo is imported only when a Mongo store is opened.
 
 from __future__ import annotations
 
-from taskloom import hookimpl
-from taskloom.hookspecs import RegisterStorage
+from taskloom.backend import RegisterStorage, hookimpl
 
 from taskloom_mongo.store import MongoPool, MongoStore
 

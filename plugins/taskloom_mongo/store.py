@@ -19,30 +19,51 @@ A batch insert is atomic: in a transaction when the server supports them (replic
 sharded clusters), otherwise emulated: the documents are inserted in order and, if any
 insert fails, the ones this call inserted are deleted again before the error is raised. While
 an emulated batch is being written other readers may briefly see part of it.
+
+A claim is one ``find_one_and_update`` with a pipeline update, which appends the lost
+attempt's history entry only when it takes over an expired lease. mongomock (which many test
+suites adopt as a fake server) rejects that pipeline's ``$type``, so on an adopted mongomock
+``Database`` the claim reads the best candidate and then updates it only if it is unchanged
+(status, attempt and ``updated_at`` as read), retrying otherwise: a compare-and-set, not a
+single server-side step. mongomock's own operations are not atomic between threads, so these
+claims also hold a process-wide lock. A real server always takes the pipeline.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from taskloom.errors import StorageError, UnknownNameError
-from taskloom.query import check_changes, check_items, normalize
-from taskloom.storage import RECORD_FIELDS, RUNNING, WAITING, Pool, Record, Store
-from taskloom.taskkey import to_canonical
+from taskloom.backend import (
+    RECORD_FIELDS,
+    RUNNING,
+    And,
+    CorruptRecord,
+    KeyNotUnique,
+    NewTask,
+    Pool,
+    Record,
+    StorageError,
+    Store,
+    lost_attempt,
+    new_record,
+)
 
 from taskloom_mongo.translate import object_id, to_filter
 
 POOLS_COLLECTION = "taskloom_pools"
 DEFAULT_DATABASE = "taskloom"
+#: record fields a document may lack: written by an older taskloom, read as None
+OPTIONAL_FIELDS = frozenset({"types"})
 #: how often an insert is retried when another process inserted one of its keys meanwhile
 INSERT_ATTEMPTS = 5
 DUPLICATE_KEY = 11000
+#: serialises the claims made on mongomock databases (see the module docstring)
+_MONGOMOCK_CLAIMS = threading.Lock()
 
 
 def _public_url(url: str) -> str:
@@ -52,16 +73,6 @@ def _public_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _check_pool_name(name: str) -> None:
-    if not isinstance(name, str) or not name:
-        raise StorageError(f"a pool name is a non-empty string, got {name!r}")
-    if name == POOLS_COLLECTION or name.startswith("system.") or "$" in name or "\0" in name:
-        raise StorageError(
-            f"pool name {name!r} cannot be a MongoDB collection name here (no '$', no NUL, "
-            f"not 'system.*', not {POOLS_COLLECTION!r})"
-        )
 
 
 class _Clients:
@@ -105,6 +116,8 @@ class MongoStore(Store):
         self._pid = os.getpid()
         self._ready: set[str] = set()
         self._transactions: bool | None = None
+        #: False on mongomock, whose aggregation lacks what the claim's pipeline update uses
+        self.pipelines = True
         if url is not None:
             import pymongo.uri_parser
 
@@ -119,6 +132,9 @@ class MongoStore(Store):
             self._name = database.name
             self._db = database
             self.url = f"mongodb database {database.name!r} (adopted {type(database).__name__})"
+            self.pipelines = not type(database).__module__.startswith("mongomock")
+            #: a mongomock database lives in this process only
+            self.shared_across_processes = self.pipelines
 
     @classmethod
     def from_url(cls, url: str) -> MongoStore:
@@ -180,26 +196,33 @@ class MongoStore(Store):
             collection.create_index("seq", name="seq")
         self._ready.add(name)
 
-    def pool(self, name: str, create: bool = True) -> MongoPool:
-        """The named pool; registered with its indexes on first use unless ``create`` is False."""
-        _check_pool_name(name)
-        if create:
-            self.ensure_pool(name, time.time())
-        else:
-            with self.errors():
-                known = self.db[POOLS_COLLECTION].count_documents({"_id": name}, limit=1)
-            if not known:
-                raise UnknownNameError("pool", name, self.list_pools())
+    def check_pool_name(self, name: object) -> str:
+        """Also refuse what cannot be a collection name, and the registry's own collection."""
+        name = super().check_pool_name(name)
+        if name == POOLS_COLLECTION or name.startswith("system.") or "$" in name:
+            raise StorageError(
+                f"pool name {name!r} cannot be a MongoDB collection name here (no '$', "
+                f"not 'system.*', not {POOLS_COLLECTION!r})"
+            )
+        return name
+
+    def _has_pool(self, name: str) -> bool:
+        if name in self._ready:
+            return True
+        with self.errors():
+            return bool(self.db[POOLS_COLLECTION].count_documents({"_id": name}, limit=1))
+
+    def _create_pool(self, name: str, now: float) -> None:
+        self.ensure_pool(name, now)
+
+    def _open_pool(self, name: str) -> MongoPool:
         return MongoPool(self, name)
 
-    def list_pools(self) -> list[str]:
-        """Pool names from ``taskloom_pools``, sorted."""
+    def _list_pools(self) -> list[str]:
         with self.errors():
-            return sorted(doc["_id"] for doc in self.db[POOLS_COLLECTION].find({}, {"_id": 1}))
+            return [doc["_id"] for doc in self.db[POOLS_COLLECTION].find({}, {"_id": 1})]
 
-    def drop_pool(self, name: str) -> None:
-        """Drop the pool's collection and its ``taskloom_pools`` entry."""
-        _check_pool_name(name)
+    def _drop_pool(self, name: str) -> None:
         with self.errors():
             self.db[name].drop()
             self.db[POOLS_COLLECTION].delete_one({"_id": name})
@@ -210,6 +233,7 @@ class MongoStore(Store):
         if self._url is not None and self._pid == os.getpid():
             _clients.release(self._url)
             self._url = None
+
 
 
 class MongoPool(Pool):
@@ -223,33 +247,28 @@ class MongoPool(Pool):
     def _coll(self) -> Any:
         return self._store.db[self.name]
 
-    def _record(self, doc: dict[str, Any]) -> Record:
-        missing = sorted(RECORD_FIELDS - doc.keys())
+    def _record(self, doc: dict[str, Any]) -> Record | CorruptRecord:
+        """The record a document holds, or what makes it unreadable (a qlib document...)."""
+        missing = sorted(RECORD_FIELDS - OPTIONAL_FIELDS - doc.keys())
         if missing:
-            raise StorageError(
-                f"{self._store.url}: document {doc.get('_id')} in collection {self.name!r} is "
-                f"not a taskloom task (missing {', '.join(missing)})")
+            return CorruptRecord(str(doc["_id"]), f"document in collection {self.name!r} is not "
+                                                  f"a taskloom task: no {', '.join(missing)}")
         for field in ("def", "res"):
             if isinstance(doc[field], bytes):
-                raise StorageError(
-                    f"{self._store.url}: document {doc['_id']} in collection {self.name!r} "
-                    f"holds binary {field!r} (a qlib pickle?); taskloom never unpickles "
-                    "stored data")
-        return {field: str(doc["_id"]) if field == "_id" else doc[field]
+                return CorruptRecord(str(doc["_id"]), f"document field {field!r} is binary "
+                                                      "(a qlib pickle?)")
+        return {field: str(doc["_id"]) if field == "_id" else doc.get(field)
                 for field in RECORD_FIELDS}
 
-    def insert_many(
-        self, items: Sequence[tuple[str, dict[str, Any]]], now: float
-    ) -> list[tuple[str, bool]]:
-        """Insert missing keys as ``waiting`` tasks, atomically (see the module docstring)."""
+    def _insert(self, items: list[NewTask], now: float) -> list[tuple[str, bool]]:
+        """Insert missing keys atomically (see the module docstring), retrying on races."""
         from bson.errors import BSONError
         from pymongo.errors import PyMongoError
 
-        checked = check_items(items)
         self._store.ensure_pool(self.name, now)
         for _ in range(INSERT_ATTEMPTS):
             try:
-                return self._insert_once(checked, now)
+                return self._insert_once(items, now)
             except (PyMongoError, BSONError) as exc:  # BSONError: e.g. a document too large
                 if not _is_duplicate_key(exc):  # else another process inserted one of our keys
                     raise StorageError(f"{self._store.url}: insert into {self.name!r} "
@@ -257,33 +276,24 @@ class MongoPool(Pool):
         raise StorageError(f"{self._store.url}: insert into {self.name!r} kept colliding with "
                            "concurrent inserts of the same keys; nothing inserted")
 
-    def _insert_once(self, checked: list[tuple[str, Any]], now: float) -> list[tuple[str, bool]]:
+    def _insert_once(self, items: list[NewTask], now: float) -> list[tuple[str, bool]]:
         from bson import ObjectId
         from pymongo import ReturnDocument
 
-        known = self.ids_for_keys(list(dict.fromkeys(key for key, _ in checked)))
-        fresh: dict[str, Any] = {}
-        for key, definition in checked:
-            if key not in known and key not in fresh:
-                fresh[key] = definition
-        created: set[str] = set()
+        known = self._ids_for_keys([key for key, _, _ in items])
+        fresh = [item for item in items if item[0] not in known]
         if fresh:
             counter = self._store.db[POOLS_COLLECTION].find_one_and_update(
                 {"_id": self.name},
                 {"$inc": {"seq": len(fresh)}, "$setOnInsert": {"created_at": now}},
                 upsert=True, return_document=ReturnDocument.AFTER)
             first = counter["seq"] - len(fresh) + 1
-            docs = [{"_id": ObjectId(), "seq": first + n, **_new_record(key, definition, now)}
-                    for n, (key, definition) in enumerate(fresh.items())]
+            docs = [{"_id": ObjectId(), "seq": first + n, **new_record(key, definition, types, now)}
+                    for n, (key, definition, types) in enumerate(fresh)]
             self._write_all(docs)
-            for doc in docs:
-                known[doc["key"]] = str(doc["_id"])
-                created.add(doc["key"])
-        out = []
-        for key, _ in checked:
-            out.append((known[key], key in created))
-            created.discard(key)  # a key repeated in the batch is created once
-        return out
+        created = {doc["key"]: str(doc["_id"]) for doc in docs} if fresh else {}
+        return [(known[key], False) if key in known else (created[key], True)
+                for key, _, _ in items]
 
     def _write_all(self, docs: list[dict[str, Any]]) -> None:
         if self._store.supports_transactions():
@@ -297,38 +307,30 @@ class MongoPool(Pool):
             self._coll.delete_many({"_id": {"$in": [doc["_id"] for doc in docs]}})
             raise
 
-    def ids_for_keys(self, keys: Sequence[str]) -> dict[str, str]:
-        """``{key: id}`` for the keys present, through the unique ``key`` index."""
+    def _ids_for_keys(self, keys: list[str]) -> dict[str, str]:
         with self._store.errors():
-            found = self._coll.find({"key": {"$in": list(keys)}}, {"key": 1})
+            found = self._coll.find({"key": {"$in": keys}}, {"key": 1})
             return {doc["key"]: str(doc["_id"]) for doc in found}
 
-    def claim(
-        self,
-        *,
-        status: str,
-        query: dict[str, Any],
-        owner: str,
-        token: str,
-        lease_seconds: float,
-        now: float,
-    ) -> Record | None:
-        """Claim the best claimable task with one ``find_one_and_update`` (pipeline update)."""
+    def _claim(
+        self, status: str, query: And, lease: dict[str, Any], now: float
+    ) -> Record | CorruptRecord | None:
+        """Claim the best candidate: one pipeline ``find_one_and_update`` on a real server."""
         import pymongo
 
-        claimable = {"$or": [
+        claimable = {"$and": [to_filter(query), {"$or": [
             {"status": status, "$or": [{"not_before": None}, {"not_before": {"$lte": now}}]},
             {"status": RUNNING, "lease.until": {"$lt": now}, "lease.from_status": status},
-        ]}
+        ]}]}
+        order = [("priority", pymongo.DESCENDING), ("seq", pymongo.ASCENDING)]
+        if not self._store.pipelines:
+            return self._claim_by_compare_and_set(claimable, order, lease, now)
         expired = {"$and": [
             {"$eq": ["$status", RUNNING]},
             {"$eq": [{"$type": "$lease"}, "object"]},
             {"$lt": ["$lease.until", now]},
         ]}
-        lost = {"attempt": "$attempt", "ended": now, "outcome": "lease expired",
-                "owner": "$lease.owner", "started": "$lease.started"}
-        lease = {"from_status": status, "owner": owner, "started": now, "token": token,
-                 "until": now + lease_seconds}
+        lost = lost_attempt("$attempt", "$lease.owner", "$lease.started", now)
         update = [{"$set": {
             "attempts": {"$cond": [expired, {"$concatArrays": ["$attempts", [lost]]},
                                    "$attempts"]},
@@ -339,10 +341,34 @@ class MongoPool(Pool):
         }}]
         with self._store.errors():
             doc = self._coll.find_one_and_update(
-                {"$and": [to_filter(normalize(query)), claimable]}, update,
-                sort=[("priority", pymongo.DESCENDING), ("seq", pymongo.ASCENDING)],
-                return_document=pymongo.ReturnDocument.AFTER)
+                claimable, update, sort=order, return_document=pymongo.ReturnDocument.AFTER)
         return None if doc is None else self._record(doc)
+
+    def _claim_by_compare_and_set(
+        self, claimable: dict[str, Any], order: list[tuple[str, int]], lease: dict[str, Any],
+        now: float,
+    ) -> Record | CorruptRecord | None:
+        """The claim without a pipeline update (mongomock): read, then update if unchanged."""
+        from pymongo import ReturnDocument
+
+        with _MONGOMOCK_CLAIMS, self._store.errors():
+            while True:
+                found = list(self._coll.find(claimable).sort(order).limit(1))
+                if not found:
+                    return None
+                doc = found[0]
+                update: dict[str, Any] = {"$set": {"status": RUNNING, "updated_at": now,
+                                                   "lease": lease}, "$inc": {"attempt": 1}}
+                old = doc.get("lease")
+                if doc.get("status") == RUNNING and isinstance(old, dict) and old["until"] < now:
+                    update["$push"] = {"attempts": lost_attempt(
+                        doc["attempt"], old["owner"], old["started"], now)}
+                unchanged = {field: doc.get(field)
+                             for field in ("_id", "status", "attempt", "updated_at")}
+                claimed = self._coll.find_one_and_update(
+                    unchanged, update, return_document=ReturnDocument.AFTER)
+                if claimed is not None:
+                    return self._record(claimed)
 
     def _held(self, task_id: str, token: str) -> dict[str, Any] | None:
         oid = object_id(task_id)
@@ -350,7 +376,7 @@ class MongoPool(Pool):
             return None
         return {"_id": oid, "status": RUNNING, "lease.token": token}
 
-    def heartbeat(self, task_id: str, token: str, until: float, now: float) -> bool:
+    def _heartbeat(self, task_id: str, token: str, until: float, now: float) -> bool:
         """Extend the lease if ``token`` holds it (matched, not modified, decides)."""
         held = self._held(task_id, token)
         if held is None:
@@ -360,93 +386,68 @@ class MongoPool(Pool):
                 held, {"$set": {"lease.until": until, "updated_at": now}})
         return result.matched_count == 1
 
-    def finish(
-        self,
-        task_id: str,
-        token: str,
-        changes: dict[str, Any],
-        history: dict[str, Any] | None,
-        now: float,
-    ) -> Record | None:
+    def _finish(
+        self, task_id: str, token: str, sets: dict[str, Any], append: Any
+    ) -> Record | CorruptRecord | None:
         """Fenced end of an attempt: one ``find_one_and_update`` guarded by the lease token."""
         from pymongo import ReturnDocument
 
-        checked = check_changes(changes)
         held = self._held(task_id, token)
         if held is None:
             return None
-        update: dict[str, Any] = {"$set": {**checked, "lease": None, "updated_at": now}}
-        if history:
-            entry = to_canonical(history)
-            if "attempts" in checked:
-                update["$set"]["attempts"] = [*checked["attempts"], entry]
-            else:
-                update["$push"] = {"attempts": entry}
+        update: dict[str, Any] = {"$set": sets}
+        if append is not None:
+            update["$push"] = {"attempts": append}
         with self._store.errors():
             doc = self._coll.find_one_and_update(
                 held, update, return_document=ReturnDocument.AFTER)
         return None if doc is None else self._record(doc)
 
-    def counts(self, query: dict[str, Any]) -> dict[str, int]:
+    def _update(self, query: And, sets: dict[str, Any]) -> int:
+        """``$set`` on matching tasks; returns how many matched (a no-op still counts)."""
+        from pymongo.errors import DuplicateKeyError
+
+        try:
+            with self._store.errors():
+                result = self._coll.update_many(to_filter(query), {"$set": sets})
+        except StorageError as exc:
+            if isinstance(exc.__cause__, DuplicateKeyError):
+                raise KeyNotUnique(sets.get("key")) from exc
+            raise
+        return result.matched_count
+
+    def _delete(self, query: And) -> int:
+        with self._store.errors():
+            return self._coll.delete_many(to_filter(query)).deleted_count
+
+    def _counts(self, query: And) -> dict[str, int]:
         """``{status: n}`` with a ``$group`` aggregation; payloads are not decoded."""
-        pipeline = [{"$match": to_filter(normalize(query))},
+        pipeline = [{"$match": to_filter(query)},
                     {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
         with self._store.errors():
             return {row["_id"]: row["n"] for row in self._coll.aggregate(pipeline)}
 
-    def find(
-        self, query: dict[str, Any], *, limit: int | None = None, skip: int = 0
-    ) -> Iterator[Record]:
+    def _find(
+        self, query: And, limit: int | None, skip: int
+    ) -> Iterator[Record | CorruptRecord]:
         """Matching records in ``seq`` (creation) order, streamed from a cursor."""
-        mongo_filter = to_filter(normalize(query))
-        if limit == 0:
-            return iter(())
         with self._store.errors():
-            cursor = self._coll.find(mongo_filter).sort("seq", 1).skip(skip).limit(limit or 0)
+            cursor = self._coll.find(to_filter(query)).sort("seq", 1).skip(skip).limit(
+                limit or 0)
         return self._stream(cursor)
 
-    def _stream(self, cursor: Any) -> Iterator[Record]:
+    def _stream(self, cursor: Any) -> Iterator[Record | CorruptRecord]:
         with self._store.errors():
             for doc in cursor:
                 yield self._record(doc)
 
-    def get(self, task_id: str) -> Record | None:
-        """The record with this id, or None (also for strings that are not ObjectIds)."""
+    def _get(self, task_id: str) -> Record | CorruptRecord | None:
         oid = object_id(task_id)
         if oid is None:
             return None
         with self._store.errors():
             doc = self._coll.find_one({"_id": oid})
         return None if doc is None else self._record(doc)
-
-    def update_many(self, query: dict[str, Any], changes: dict[str, Any], now: float) -> int:
-        """``$set`` on matching tasks; returns how many matched (a no-op still counts)."""
-        from pymongo.errors import DuplicateKeyError
-
-        checked = check_changes(changes)
-        sets = {**checked, "updated_at": now}
-        if "status" in checked and checked["status"] != RUNNING:
-            sets["lease"] = None
-        try:
-            with self._store.errors():
-                result = self._coll.update_many(to_filter(normalize(query)), {"$set": sets})
-        except StorageError as exc:
-            if isinstance(exc.__cause__, DuplicateKeyError):
-                raise StorageError(f"pool {self.name!r}: task key {checked.get('key')!r} would "
-                                   "not be unique") from exc
-            raise
-        return result.matched_count
-
-    def delete_many(self, query: dict[str, Any]) -> int:
-        """Delete matching tasks."""
-        with self._store.errors():
-            return self._coll.delete_many(to_filter(normalize(query))).deleted_count
-
-
-def _new_record(key: str, definition: Any, now: float) -> dict[str, Any]:
-    return {"key": key, "def": definition, "status": WAITING, "priority": 0, "res": None,
-            "created_at": now, "updated_at": now, "not_before": None, "attempt": 0,
-            "lease": None, "attempts": [], "error": None}
 
 
 def _is_duplicate_key(exc: Exception) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from taskloom.query import And, Cond, Node
+from taskloom.backend import And, Cond, Node
 
 if TYPE_CHECKING:
     from bson import ObjectId

@@ -7,8 +7,7 @@ many processes share the file safely and :mod:`taskloom_sqlite.sql` for the sche
 
 from __future__ import annotations
 
-from taskloom import hookimpl
-from taskloom.hookspecs import RegisterStorage
+from taskloom.backend import RegisterStorage, hookimpl
 
 from taskloom_sqlite.store import SQLitePool, SQLiteStore
 

@@ -3,8 +3,9 @@
 Schema (``PRAGMA user_version`` = :data:`SCHEMA_VERSION`): a ``pools`` table (a pool exists
 until it is dropped, even when empty) and one ``tasks`` table for every pool, with a unique
 index on ``(pool, key)`` and the claim index ``(pool, status, priority DESC, id)``. Payloads
-(``def``, ``res``, ``attempts``, ``error``) are canonical JSON text (sorted keys, compact);
-lease fields are columns.
+(``def``, ``types``, ``res``, ``attempts``, ``error``) are canonical JSON text (sorted keys,
+compact); lease fields are columns. Version 2 added the ``types`` column; a version-1 file is
+upgraded in place when it is opened (:data:`UPGRADES`).
 
 Queries become ``WHERE`` clauses over ``json_extract``/``json_type`` of the JSON columns.
 Every predicate evaluates to 0 or 1, never NULL, so ``NOT`` (for ``$ne``/``$nin``) is exact
@@ -19,9 +20,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from taskloom.query import And, Cond, Node, canonical_text, value_kind
+from taskloom.backend import And, Cond, Node, canonical_text, value_kind
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE pools (
@@ -33,6 +34,7 @@ CREATE TABLE tasks (
     pool TEXT NOT NULL,
     key TEXT NOT NULL,
     def TEXT NOT NULL,
+    types TEXT,
     status TEXT NOT NULL,
     priority NOT NULL DEFAULT 0,
     res TEXT,
@@ -51,14 +53,18 @@ CREATE TABLE tasks (
 CREATE UNIQUE INDEX tasks_pool_key ON tasks (pool, key);
 CREATE INDEX tasks_claim ON tasks (pool, status, priority DESC, id);
 """
+#: schema version -> the statement that upgrades a file of that version to the next one
+UPGRADES = {1: "ALTER TABLE tasks ADD COLUMN types TEXT"}
 
 #: the columns a record is read from, in order
 COLUMNS = (
-    "id, key, def, status, priority, res, created_at, updated_at, not_before, attempt, "
+    "id, key, def, types, status, priority, res, created_at, updated_at, not_before, attempt, "
     "lease_owner, lease_token, lease_until, lease_started, lease_from_status, attempts, error"
 )
-#: record fields held as JSON text (``res`` and ``error`` are NULL when None)
-JSON_FIELDS = frozenset({"def", "res", "attempts", "error"})
+#: record fields held as JSON text
+JSON_FIELDS = frozenset({"def", "types", "res", "attempts", "error"})
+#: JSON fields whose None is stored as NULL (not as the text ``null``)
+NULL_WHEN_NONE = frozenset({"types", "res", "error"})
 #: record fields held as plain columns of the same name
 SCALAR_FIELDS = frozenset({"key", "status", "priority", "created_at", "updated_at",
                            "not_before", "attempt"})

@@ -22,23 +22,34 @@ import json
 import os
 import sqlite3
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from taskloom.errors import StorageError, UnknownNameError
-from taskloom.query import canonical_text, check_changes, check_items, normalize
-from taskloom.storage import RUNNING, WAITING, Pool, Record, Store
-from taskloom.taskkey import to_canonical
+from taskloom.backend import (
+    LEASE_EXPIRED,
+    RUNNING,
+    And,
+    CorruptRecord,
+    KeyNotUnique,
+    NewTask,
+    Pool,
+    Record,
+    StorageError,
+    Store,
+    canonical_text,
+    new_record,
+)
 
 from taskloom_sqlite.sql import (
     COLUMNS,
     JSON_FIELDS,
+    NULL_WHEN_NONE,
     SCHEMA,
     SCHEMA_VERSION,
+    UPGRADES,
     sql_id,
     where,
 )
@@ -73,9 +84,10 @@ _EXPIRED = """
     ORDER BY priority DESC, id LIMIT 1"""
 #: what a claim returns: the columns whose new values it does not set itself (status,
 #: ``updated_at`` and the lease are known without reading them back)
-_CLAIM_RETURNING = "id, key, def, priority, res, created_at, not_before, attempt, attempts, error"
+_CLAIM_RETURNING = ("id, key, def, types, priority, res, created_at, not_before, attempt, "
+                    "attempts, error")
 #: what a finish returns: every column but ``updated_at`` and the lease, which it sets
-_FINISH_RETURNING = ("id, key, def, status, priority, res, created_at, not_before, attempt, "
+_FINISH_RETURNING = ("id, key, def, types, status, priority, res, created_at, not_before, attempt, "
                      "attempts, error")
 #: A claim: one UPDATE that takes the better of the two candidates by priority, then id.
 #: Comparing them is only worth its cost when an expired lease exists at all, which an index
@@ -85,7 +97,7 @@ _CLAIM = f"""
 UPDATE tasks SET
     attempts = CASE WHEN status = 'running' AND lease_until < ?1
         THEN json_insert(attempts, '$[#]', json_object(
-            'attempt', attempt, 'ended', ?1, 'outcome', 'lease expired',
+            'attempt', attempt, 'ended', ?1, 'outcome', '{LEASE_EXPIRED}',
             'owner', lease_owner, 'started', lease_started))
         ELSE attempts END,
     status = 'running', attempt = attempt + 1, updated_at = ?1,
@@ -112,18 +124,39 @@ def _claim_sql(condition: str) -> str:
 
 
 @functools.lru_cache(maxsize=128)
+def _set_clause(fields: tuple[str, ...]) -> str:
+    """The ``SET`` list for the fields of a primitive's ``sets`` (cached, as are statements).
+
+    Each field takes one parameter, in order, except ``lease``, which is only ever cleared.
+    """
+    return ", ".join(_LEASE_CLEARED if field == "lease" else f"{field} = ?" for field in fields)
+
+
+@functools.lru_cache(maxsize=128)
 def _finish_sql(fields: tuple[str, ...], append_history: bool) -> str:
-    """The fenced UPDATE of :meth:`SQLitePool.finish` that sets ``fields`` (cached likewise).
+    """The fenced UPDATE of :meth:`SQLitePool._finish` that sets ``fields`` (cached likewise).
 
     Its parameters are the fields' values, the history entry when ``append_history``, then
-    ``now``, the id, the pool and the lease token.
+    the id, the pool and the lease token.
     """
-    sets = [f"{field} = ?" for field in fields]
+    sets = _set_clause(fields)
     if append_history:
-        sets.append("attempts = json_insert(attempts, '$[#]', json(?))")
-    return (f"UPDATE tasks SET {', '.join([*sets, _LEASE_CLEARED, 'updated_at = ?'])} "
+        sets += ", attempts = json_insert(attempts, '$[#]', json(?))"
+    return (f"UPDATE tasks SET {sets} "
             "WHERE id = ? AND pool = ? AND status = 'running' AND lease_token = ? "
             f"RETURNING {_FINISH_RETURNING}")
+
+
+def _assignments(sets: Mapping[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
+    """The fields of a primitive's ``sets`` and their column values (no value for ``lease``)."""
+    params = []
+    for field, value in sets.items():
+        if field == "lease":
+            continue
+        if field in JSON_FIELDS:
+            value = None if value is None and field in NULL_WHEN_NONE else canonical_text(value)
+        params.append(value)
+    return tuple(sets), params
 
 
 def _parse(text: str) -> Any:
@@ -200,6 +233,10 @@ class SQLiteStore(Store):
             if version == 0:
                 for statement in SCHEMA.split(";"):
                     conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version < SCHEMA_VERSION:
+                for old in range(version, SCHEMA_VERSION):
+                    conn.execute(UPGRADES[old])
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise self._newer_schema(version)
@@ -304,24 +341,19 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise self.error(exc) from exc
 
-    def pool(self, name: str, create: bool = True) -> SQLitePool:
-        """The named pool; registered in the ``pools`` table on first use."""
-        if not isinstance(name, str) or not name:
-            raise StorageError(f"a pool name is a non-empty string, got {name!r}")
-        if not self.read("SELECT 1 FROM pools WHERE name = ?", (name,)):
-            if not create:
-                raise UnknownNameError("pool", name, self.list_pools())
-            with self.write() as conn:
-                conn.execute("INSERT OR IGNORE INTO pools (name, created_at) VALUES (?, ?)",
-                             (name, time.time()))
+    def _has_pool(self, name: str) -> bool:
+        return bool(self.read("SELECT 1 FROM pools WHERE name = ?", (name,)))
+
+    def _create_pool(self, name: str, now: float) -> None:
+        self.write_one("INSERT OR IGNORE INTO pools (name, created_at) VALUES (?, ?)", (name, now))
+
+    def _open_pool(self, name: str) -> SQLitePool:
         return SQLitePool(self, name)
 
-    def list_pools(self) -> list[str]:
-        """Pool names, sorted."""
-        return [row[0] for row in self.read("SELECT name FROM pools ORDER BY name")]
+    def _list_pools(self) -> list[str]:
+        return [row[0] for row in self.read("SELECT name FROM pools")]
 
-    def drop_pool(self, name: str) -> None:
-        """Delete a pool's tasks and its entry."""
+    def _drop_pool(self, name: str) -> None:
         with self.write() as conn:
             conn.execute("DELETE FROM tasks WHERE pool = ?", (name,))
             conn.execute("DELETE FROM pools WHERE name = ?", (name,))
@@ -341,201 +373,162 @@ class SQLitePool(Pool):
         self._store = store
         self.name = name
 
-    def _record(self, row: tuple[Any, ...], written: Mapping[str, Any] | None = None) -> Record:
-        """The record a row of :data:`COLUMNS` holds.
+    def _record(
+        self, row: tuple[Any, ...], written: Mapping[str, Any] | None = None
+    ) -> Record | CorruptRecord:
+        """The record a row of :data:`COLUMNS` holds, or what makes it unreadable.
 
         ``written`` holds JSON fields that the statement returning the row has just stored
         (canonical data, equal to what decoding their text gives back); they are taken as
         they are instead of being parsed again.
         """
-        (task_id, key, definition, status, priority, res, created_at, updated_at, not_before,
-         attempt, owner, token, until, started, from_status, attempts, error) = row
+        (task_id, key, definition, types, status, priority, res, created_at, updated_at,
+         not_before, attempt, owner, token, until, started, from_status, attempts, error) = row
         lease = None if token is None else {
             "owner": owner, "token": token, "until": until, "started": started,
             "from_status": from_status}
         written = written or {}
-        return {
-            "_id": str(task_id), "key": key,
-            "def": written["def"] if "def" in written else
-            self._decode(task_id, "def", definition),
-            "status": status, "priority": priority,
-            "res": written["res"] if "res" in written else self._decode(task_id, "res", res),
-            "created_at": created_at, "updated_at": updated_at, "not_before": not_before,
-            "attempt": attempt, "lease": lease,
-            "attempts": written["attempts"] if "attempts" in written else
-            self._decode(task_id, "attempts", attempts),
-            "error": written["error"] if "error" in written else
-            self._decode(task_id, "error", error),
-        }
-
-    def _decode(self, task_id: int, column: str, text: Any) -> Any:
-        if text is None and column in ("res", "error"):
-            return None
-        if text == "[]":  # the history of every task that has not ended an attempt yet
-            return []
         try:
-            if not isinstance(text, str):
-                raise ValueError(f"a {type(text).__name__} value, not JSON text")
-            return _parse(text)
+            return {
+                "_id": str(task_id), "key": key,
+                "def": written["def"] if "def" in written else _decode("def", definition),
+                "types": written["types"] if "types" in written else _decode("types", types),
+                "status": status, "priority": priority,
+                "res": written["res"] if "res" in written else _decode("res", res),
+                "created_at": created_at, "updated_at": updated_at, "not_before": not_before,
+                "attempt": attempt, "lease": lease,
+                "attempts": written["attempts"] if "attempts" in written else
+                _decode("attempts", attempts),
+                "error": written["error"] if "error" in written else _decode("error", error),
+            }
         except ValueError as exc:
-            raise StorageError(
-                f"{self._store.path}: pool {self.name!r}, task {task_id}: column {column!r} "
-                f"is not valid JSON ({exc}); taskloom never unpickles stored data"
-            ) from exc
+            return CorruptRecord(str(task_id), f"{exc} in {self._store.path}")
 
-    def insert_many(
-        self, items: Sequence[tuple[str, dict[str, Any]]], now: float
-    ) -> list[tuple[str, bool]]:
-        """Insert missing keys as ``waiting`` tasks in one transaction.
+    def _insert(self, items: list[NewTask], now: float) -> list[tuple[str, bool]]:
+        """Insert missing keys in one transaction.
 
         The new rows go in with one ``executemany``; their ids are then read back through
         the ``(pool, key)`` index, like those of the keys that were there already.
         """
-        checked = check_items(items)
-        fresh: dict[str, str] = {}  # key -> def text, for the keys this batch adds
+        rows = []
         with self._store.write() as conn:
             conn.execute("INSERT OR IGNORE INTO pools (name, created_at) VALUES (?, ?)",
                          (self.name, now))
             known = dict(conn.execute(_IDS_FOR_KEYS,
-                                      (self.name, json.dumps([key for key, _ in checked]))))
-            for key, definition in checked:
-                if key not in known and key not in fresh:
-                    fresh[key] = canonical_text(definition)
-            if fresh:
+                                      (self.name, json.dumps([key for key, _, _ in items]))))
+            for key, definition, types in items:
+                if key not in known:
+                    rec = new_record(key, definition, types, now)
+                    rows.append((self.name, key, canonical_text(definition),
+                                 None if types is None else canonical_text(types),
+                                 rec["status"], rec["priority"], now, now, rec["attempt"],
+                                 canonical_text(rec["attempts"])))
+            if rows:
                 conn.executemany(
-                    "INSERT INTO tasks (pool, key, def, status, priority, created_at, "
-                    "updated_at, attempt, attempts) VALUES (?, ?, ?, ?, 0, ?, ?, 0, '[]')",
-                    [(self.name, key, text, WAITING, now, now) for key, text in fresh.items()])
-                known.update(conn.execute(_IDS_FOR_KEYS, (self.name, json.dumps(list(fresh)))))
-        out = []
-        for key, _ in checked:
-            out.append((str(known[key]), key in fresh))
-            fresh.pop(key, None)  # a key repeated in the batch is created once
-        return out
+                    "INSERT INTO tasks (pool, key, def, types, status, priority, created_at, "
+                    "updated_at, attempt, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                fresh = [row[1] for row in rows]
+                known.update(conn.execute(_IDS_FOR_KEYS, (self.name, json.dumps(fresh))))
+        created = {row[1] for row in rows}
+        return [(str(known[key]), key in created) for key, _, _ in items]
 
-    def ids_for_keys(self, keys: Sequence[str]) -> dict[str, str]:
-        """``{key: id}`` for the keys present, through the unique ``(pool, key)`` index."""
-        rows = self._store.read(_IDS_FOR_KEYS, (self.name, json.dumps(list(keys))))
+    def _ids_for_keys(self, keys: list[str]) -> dict[str, str]:
+        rows = self._store.read(_IDS_FOR_KEYS, (self.name, json.dumps(keys)))
         return {key: str(task_id) for key, task_id in rows}
 
-    def claim(
-        self,
-        *,
-        status: str,
-        query: dict[str, Any],
-        owner: str,
-        token: str,
-        lease_seconds: float,
-        now: float,
-    ) -> Record | None:
+    def _claim(
+        self, status: str, query: And, lease: dict[str, Any], now: float
+    ) -> Record | CorruptRecord | None:
         """Claim the best claimable task with one ``UPDATE ... RETURNING`` (see ``_CLAIM``)."""
-        condition, cond_params = where(normalize(query))
-        until = now + lease_seconds
-        params = [now, owner, token, until, status, self.name, *cond_params * 3]
+        condition, cond_params = where(query)
+        params = [now, lease["owner"], lease["token"], lease["until"], status, self.name,
+                  *cond_params * 3]
         rows, _ = self._store.write_one(_claim_sql(condition), params)
         if not rows:
             return None
-        (task_id, key, definition, priority, res, created_at, not_before, attempt, attempts,
-         error) = rows[0]
-        return self._record((task_id, key, definition, RUNNING, priority, res, created_at, now,
-                             not_before, attempt, owner, token, until, now, status, attempts,
-                             error))
+        (task_id, key, definition, types, priority, res, created_at, not_before, attempt,
+         attempts, error) = rows[0]
+        return self._record((task_id, key, definition, types, RUNNING, priority, res,
+                             created_at, now, not_before, attempt, lease["owner"],
+                             lease["token"], lease["until"], now, status, attempts, error))
 
-    def heartbeat(self, task_id: str, token: str, until: float, now: float) -> bool:
-        """Extend the lease if ``token`` holds it."""
+    def _heartbeat(self, task_id: str, token: str, until: float, now: float) -> bool:
         _, count = self._store.write_one(
             "UPDATE tasks SET lease_until = ?, updated_at = ? "
             "WHERE id = ? AND pool = ? AND status = 'running' AND lease_token = ?",
             (until, now, sql_id(task_id), self.name, token))
         return count == 1
 
-    def _assignments(self, changes: dict[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
-        """The fields ``changes`` sets (``updated_at`` aside) and their column values."""
-        fields, params = [], []
-        for field, value in changes.items():
-            if field == "updated_at":  # every write sets it to ``now``
-                continue
-            fields.append(field)
-            if field in JSON_FIELDS:
-                value = None if value is None and field in ("res", "error") else \
-                    canonical_text(value)
-            params.append(value)
-        return tuple(fields), params
-
-    def finish(
-        self,
-        task_id: str,
-        token: str,
-        changes: dict[str, Any],
-        history: dict[str, Any] | None,
-        now: float,
-    ) -> Record | None:
+    def _finish(
+        self, task_id: str, token: str, sets: dict[str, Any], append: Any
+    ) -> Record | CorruptRecord | None:
         """Fenced end of an attempt: one ``UPDATE`` guarded by the lease token."""
-        checked = check_changes(changes)
-        entry = to_canonical(history) if history else None
-        if entry is not None and "attempts" in checked:
-            checked["attempts"] = [*checked["attempts"], entry]
-            entry = None
-        fields, params = self._assignments(checked)
-        if entry is not None:
-            params.append(canonical_text(entry))
-        rows, _ = self._store.write_one(_finish_sql(fields, entry is not None),
-                                        [*params, now, sql_id(task_id), self.name, token])
+        fields, params = _assignments(sets)
+        if append is not None:
+            params.append(canonical_text(append))
+        rows, _ = self._store.write_one(_finish_sql(fields, append is not None),
+                                        [*params, sql_id(task_id), self.name, token])
         if not rows:
             return None
-        (row_id, key, definition, status, priority, res, created_at, not_before, attempt,
-         attempts, error) = rows[0]
-        return self._record((row_id, key, definition, status, priority, res, created_at, now,
-                             not_before, attempt, None, None, None, None, None, attempts, error),
-                            checked)
+        (row_id, key, definition, types, status, priority, res, created_at, not_before,
+         attempt, attempts, error) = rows[0]
+        return self._record((row_id, key, definition, types, status, priority, res,
+                             created_at, sets["updated_at"], not_before, attempt, None, None,
+                             None, None, None, attempts, error),
+                            {f: v for f, v in sets.items() if f in JSON_FIELDS})
 
-    def counts(self, query: dict[str, Any]) -> dict[str, int]:
+    def _update(self, query: And, sets: dict[str, Any]) -> int:
+        condition, cond_params = where(query)
+        fields, params = _assignments(sets)
+        sql = f"UPDATE tasks SET {_set_clause(fields)} WHERE pool = ? AND {condition}"
+        try:
+            _, count = self._store.write_one(sql, [*params, self.name, *cond_params])
+        except StorageError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError) and "key" in sets:
+                raise KeyNotUnique(sets["key"]) from exc
+            raise
+        return count
+
+    def _delete(self, query: And) -> int:
+        condition, params = where(query)
+        _, count = self._store.write_one(f"DELETE FROM tasks WHERE pool = ? AND {condition}",
+                                         [self.name, *params])
+        return count
+
+    def _counts(self, query: And) -> dict[str, int]:
         """``{status: n}`` by ``GROUP BY status``; payloads are not decoded."""
-        condition, params = where(normalize(query))
+        condition, params = where(query)
         rows = self._store.read(
             f"SELECT status, COUNT(*) FROM tasks WHERE pool = ? AND {condition} GROUP BY status",
             [self.name, *params])
         return dict(rows)
 
-    def find(
-        self, query: dict[str, Any], *, limit: int | None = None, skip: int = 0
-    ) -> Iterator[Record]:
-        """Matching records in id (creation) order; rows are fetched at once, decoded lazily."""
-        condition, params = where(normalize(query))
+    def _find(
+        self, query: And, limit: int | None, skip: int
+    ) -> Iterator[Record | CorruptRecord]:
+        """Matching rows in id (creation) order; fetched at once, decoded lazily."""
+        condition, params = where(query)
         rows = self._store.read(
             f"SELECT {COLUMNS} FROM tasks WHERE pool = ? AND {condition} "
             "ORDER BY id LIMIT ? OFFSET ?",
             [self.name, *params, -1 if limit is None else limit, skip])
         return (self._record(row) for row in rows)
 
-    def get(self, task_id: str) -> Record | None:
-        """The record with this id, or None."""
+    def _get(self, task_id: str) -> Record | CorruptRecord | None:
         rows = self._store.read(f"SELECT {COLUMNS} FROM tasks WHERE id = ? AND pool = ?",
                                 (sql_id(task_id), self.name))
         return self._record(rows[0]) if rows else None
 
-    def update_many(self, query: dict[str, Any], changes: dict[str, Any], now: float) -> int:
-        """Set fields on matching tasks; a status other than running clears the lease."""
-        checked = check_changes(changes)
-        condition, cond_params = where(normalize(query))
-        fields, params = self._assignments(checked)
-        sets = [f"{field} = ?" for field in fields]
-        sets.append("updated_at = ?")
-        if "status" in checked and checked["status"] != RUNNING:
-            sets.append(_LEASE_CLEARED)
-        sql = f"UPDATE tasks SET {', '.join(sets)} WHERE pool = ? AND {condition}"
-        try:
-            _, count = self._store.write_one(sql, [*params, now, self.name, *cond_params])
-        except StorageError as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError) and "key" in checked:
-                raise StorageError(f"pool {self.name!r}: task key {checked['key']!r} would "
-                                   "not be unique") from exc
-            raise
-        return count
 
-    def delete_many(self, query: dict[str, Any]) -> int:
-        """Delete matching tasks."""
-        condition, params = where(normalize(query))
-        _, count = self._store.write_one(f"DELETE FROM tasks WHERE pool = ? AND {condition}",
-                                         [self.name, *params])
-        return count
+def _decode(column: str, text: Any) -> Any:
+    """The value of a JSON column; a ValueError naming the column if it is not JSON text."""
+    if text is None and column in NULL_WHEN_NONE:
+        return None
+    if text == "[]":  # the history of every task that has not ended an attempt yet
+        return []
+    try:
+        if not isinstance(text, str):
+            raise ValueError(f"a {type(text).__name__} value, not JSON text")
+        return _parse(text)
+    except ValueError as exc:
+        raise ValueError(f"column {column!r} is not valid JSON ({exc})") from exc

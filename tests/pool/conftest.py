@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 from taskloom.manager import TaskManager
-from taskloom.storage import Store, get_storage
+from taskloom.storage import Store
+from taskloom.stores import get_storage
 
 
 @pytest.fixture(params=["memory", "sqlite", pytest.param("mongo", marks=pytest.mark.mongo)])

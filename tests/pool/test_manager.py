@@ -10,7 +10,8 @@ import pytest
 import taskloom
 from taskloom.errors import LeaseLostError, QueryError, TaskEncodingError, UnknownTaskError
 from taskloom.manager import TaskManager, run_task
-from taskloom.storage import Store, get_storage
+from taskloom.storage import Store
+from taskloom.stores import get_storage
 
 from pool import pool_handlers
 

@@ -138,9 +138,9 @@ def test_a_key_inserted_concurrently_resolves_to_the_existing_task(
     mongo._transactions = transactions
     pool = mongo.pool("p")
     (existing,) = _insert(pool, {"n": 2})
-    real = pool.ids_for_keys
+    real = pool._ids_for_keys
     stale = iter([{}])  # the first lookup misses the task another process just inserted
-    monkeypatch.setattr(pool, "ids_for_keys", lambda keys: next(stale, None) or real(keys))
+    monkeypatch.setattr(pool, "_ids_for_keys", lambda keys: next(stale, None) or real(keys))
     got = pool.insert_many([(task_key({"n": 1}), {"n": 1}), (task_key({"n": 2}), {"n": 2})], T0)
     assert got[1] == (existing, False) and got[0][1] is True
     assert raw["p"].count_documents({}) == 2
@@ -153,9 +153,11 @@ def test_qlib_documents_with_pickles_are_refused_not_unpickled(mongo: MongoStore
     raw["p"].insert_one({"def": Binary(b"\x80\x04pickle"), "filter": {"a": 2},
                          "status": "waiting"})
     assert pool.counts({}) == {"waiting": 2}
-    with pytest.raises(StorageError, match="not a taskloom task"):
-        list(pool.find({}))
-    doc = raw["p"].find_one({"filter": {"a": 2}})  # complete the record, keep the pickle
+    doc = raw["p"].find_one({"filter": {"a": 2}})
+    with pytest.raises(StorageError, match=f"task {doc['_id']} is corrupt .*not a taskloom task"):
+        pool.get(str(doc["_id"]))
+    assert [rec["def"] for rec in pool.find({})] == [{"a": 1}]  # the qlib document is skipped
+    # complete the record, keep the pickle
     raw["p"].replace_one({"_id": doc["_id"]}, {
         **{f: None for f in ("res", "error", "lease", "not_before")}, "key": "k2",
         "def": Binary(b"\x80\x04pickle"), "status": "waiting", "priority": 0,

@@ -107,7 +107,10 @@ def test_check_changes_rejects_store_managed_and_unknown_fields() -> None:
 
 
 def test_check_items_names_the_bad_item() -> None:
-    assert check_items([("k", {"b": 1, "a": 2})]) == [("k", {"a": 2, "b": 1})]
+    assert check_items([("k", {"b": 1, "a": 2})]) == [("k", {"a": 2, "b": 1}, None)]
+    assert check_items([("k", {}, {"y": 1, "x": (1,)})]) == [("k", {}, {"x": [1], "y": 1})]
+    with pytest.raises(StorageError, match=r"item 0: types must be a dict or None, got \['x'\]"):
+        check_items([("k", {}, ["x"])])
     with pytest.raises(StorageError, match="item 1"):
         check_items([("k", {}), (None, {})])
     with pytest.raises(StorageError, match="item 0: expected a"):

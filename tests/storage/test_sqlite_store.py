@@ -13,6 +13,7 @@ import pytest
 from taskloom import get_storage, task_key
 from taskloom.errors import StorageError
 from taskloom.storage import Store
+from taskloom_sqlite.sql import SCHEMA
 
 T0 = 1_700_000_000.0
 
@@ -69,13 +70,29 @@ def test_file_format_wal_schema_version_and_indexes(tmp_path: Path) -> None:
     get_storage(f"sqlite:///{tmp_path}/f.db").pool("p")
     conn = sqlite3.connect(tmp_path / "f.db")
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
     indexes = {row[1] for row in conn.execute("PRAGMA index_list(tasks)")}
     assert {"tasks_pool_key", "tasks_claim"} <= indexes
     plan = " ".join(row[3] for row in conn.execute(
         "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE pool = 'p' AND status = 'waiting' "
         "ORDER BY priority DESC, id LIMIT 1"))
     assert "tasks_claim" in plan and "TEMP B-TREE" not in plan
+
+
+def test_a_version_1_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "v1.db")
+    conn.executescript(SCHEMA.replace("    types TEXT,\n", "") + "PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO pools VALUES ('p', 1.0)")
+    conn.execute("INSERT INTO tasks (pool, key, def, status, created_at, updated_at) "
+                 "VALUES ('p', 'k1', '{\"a\":1}', 'waiting', 1.0, 1.0)")
+    conn.commit()
+    conn.close()
+    store = get_storage(f"sqlite:///{tmp_path}/v1.db")
+    (old,) = store.pool("p").find({})
+    assert old["def"] == {"a": 1} and old["types"] is None
+    (new_id, _), = store.pool("p").insert_many([("k2", {"a": 2}, {"a": "tuple"})], T0)
+    assert store.pool("p").get(new_id)["types"] == {"a": "tuple"}
+    assert sqlite3.connect(tmp_path / "v1.db").execute("PRAGMA user_version").fetchone() == (2,)
 
 
 def test_a_newer_schema_version_is_refused(tmp_path: Path) -> None:
@@ -96,10 +113,11 @@ def test_corrupt_rows_are_named_and_counting_does_not_decode(tmp_path: Path) -> 
     conn.commit()
     pool = store.pool("p")
     assert pool.counts({}) == {"waiting": 2}
-    with pytest.raises(StorageError, match=rf"task {bad}: column 'def' is not valid JSON"):
+    with pytest.raises(StorageError, match=rf"task {bad} is corrupt \(column 'def' is not valid"):
         pool.get(bad)
-    with pytest.raises(StorageError, match="never unpickles"):
-        list(pool.find({"_id": good}))
+    with pytest.raises(StorageError, match=rf"task {good} is corrupt.*never unpickles"):
+        pool.get(good)
+    assert list(pool.find({})) == []  # both skipped (and logged), not an error for the pool
 
 
 def test_a_writer_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:
@@ -135,3 +153,18 @@ def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     assert store.pool("p").get(first)["lease"]["owner"] == "child"
     assert store.pool("p").claim(status="waiting", query={}, owner="parent", token="p",
                                  lease_seconds=60, now=T0)["_id"] == second
+
+
+def test_a_worker_goes_past_a_corrupt_row_and_leaves_it_failed(tmp_path: Path) -> None:
+    from taskloom.manager import TaskManager, run_task
+
+    url = f"sqlite:///{tmp_path}/w.db"
+    tm = TaskManager("p", url)
+    bad, *good = tm.create_task([{"n": 0}, {"n": 1}, {"n": 2}])
+    conn = sqlite3.connect(tmp_path / "w.db")
+    conn.execute("UPDATE tasks SET def = '{broken' WHERE id = ?", (int(bad),))
+    conn.commit()
+    assert run_task(lambda task: task["n"] * 10, "p", storage=url)
+    assert tm.task_stat() == {"done": 2, "failed": 1}
+    assert sorted(task["res"] for task in tm.query({"status": "done"})) == [10, 20]
+    assert [task["_id"] for task in tm.query({"status": "done"})] == good

@@ -35,7 +35,8 @@ from taskloom.cli.common import (
 from taskloom.errors import UnknownTaskError
 from taskloom.manager import TaskManager
 from taskloom.query import INT64_MAX, INT64_MIN
-from taskloom.storage import CANCELLED, DONE, FAILED, RUNNING, STATUSES, UNDONE, get_storage
+from taskloom.storage import CANCELLED, DONE, FAILED, RUNNING, STATUSES, UNDONE
+from taskloom.stores import get_storage
 
 _STATUS_STYLE = {"waiting": "cyan", "running": "yellow", "part_done": "blue", "done": "green",
                  "failed": "bold red", "cancelled": "dim"}

@@ -6,6 +6,9 @@ in any test suite:
 * ``register_plugin(obj, name=None)``: register an object or module with ``@hookimpl``
   functions in-process for one test; it is removed afterwards, whatever the test did.
 * ``memory_store``: a fresh ``memory://`` store for one test.
+
+The storage backend contract suite is in :mod:`taskloom.testing.backend` (imported only by
+the test modules that subclass it); this plugin registers its ``slow`` marker.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from taskloom import plugins
-from taskloom.storage import Store, get_storage
+from taskloom.storage import Store
+from taskloom.stores import get_storage
 
 
 @pytest.fixture
@@ -45,3 +49,8 @@ def memory_store() -> Iterator[Store]:
         yield store
     finally:
         store.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker the backend contract suite puts on its multi-process test."""
+    config.addinivalue_line("markers", "slow: multi-process and chaos tests")
