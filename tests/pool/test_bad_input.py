@@ -9,7 +9,7 @@ import pytest
 from taskloom.errors import QueryError, StorageError, TaskEncodingError
 from taskloom.manager import TaskManager
 from taskloom.query import MAX_DEPTH
-from taskloom.storage import get_storage
+from taskloom.stores import get_storage
 
 
 def test_a_batch_with_one_bad_task_inserts_nothing_even_beside_existing_tasks(tm):

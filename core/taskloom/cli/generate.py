@@ -209,7 +209,7 @@ def generate_command(template: Path, generator_name: str, params: tuple[str, ...
 def _submit(tasks: list[dict[str, Any]], pool: str, storage: str | None) -> None:
     """Add the tasks not yet in the pool (creating store and pool if needed) and say how many."""
     from taskloom.manager import TaskManager
-    from taskloom.storage import get_storage
+    from taskloom.stores import get_storage
 
     store = get_storage(storage)
     if not store.shared_across_processes:
