@@ -32,8 +32,11 @@ class SegmentError(CalendarError):
 # --------------------------------------------------------------------------------------------
 
 
-def parse_path(path: PathLike) -> tuple[str, ...]:
-    """A dotted path (``"dataset.kwargs.segments"``) or a sequence of keys, as a tuple of keys."""
+def parse_path(path: PathLike, what: str = "segments path") -> tuple[str, ...]:
+    """A dotted path (``"dataset.kwargs.segments"``) or a sequence of keys, as a tuple of keys.
+
+    ``what`` names the parameter in the error a malformed path raises.
+    """
     if isinstance(path, str):
         parts = tuple(path.split("."))
     elif isinstance(path, list | tuple):
@@ -41,7 +44,7 @@ def parse_path(path: PathLike) -> tuple[str, ...]:
     else:
         parts = ()
     if not parts or not all(isinstance(part, str) and part for part in parts):
-        raise SegmentError(f"a path must be dotted keys like 'dataset.kwargs.segments', "
+        raise SegmentError(f"{what} must be dotted keys like 'dataset.kwargs.segments', "
                            f"got {path!r}")
     return parts
 

@@ -133,7 +133,7 @@ class MultiHorizonGen(TaskGen):
         self.ta = TimeAdjuster(calendar)
         self.test_key = test_key
         self.horizon_setter = horizon_setter
-        self.horizon_path = parse_path(horizon_path or DEFAULT_HORIZON_PATH)
+        self.horizon_path = parse_path(horizon_path or DEFAULT_HORIZON_PATH, "horizon_path")
         self.horizon_template = (DEFAULT_HORIZON_TEMPLATE if horizon_template is None
                                  else horizon_template)
         self.segments_path = parse_path(segments_path)

@@ -83,7 +83,7 @@ def test_json_templates_lists_and_qlib_workflow_configs(tmp_path):
      "unknown generator 'rollin'"),
     (lambda t: None, [*ROLLING, "--exchange", "XSHG"], "not both"),
     (lambda t: None, ["-g", "multi_horizon", "-p", "horizon_path=5", "--calendar",
-                      str(CALENDAR_FILE)], "path must be dotted keys"),
+                      str(CALENDAR_FILE)], "horizon_path must be dotted keys"),
 ])
 def test_invalid_input_is_one_error_line_and_exit_2(tmp_path, mutate, args, message):
     task = example()
