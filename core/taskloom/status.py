@@ -46,6 +46,6 @@ def check_after_status(status: object) -> str:
     if status in NOT_AFTER_A_RUN:
         raise ValueError(
             f"after_status {status!r} is not allowed: a run ends in 'done', 'part_done' or a "
-            f"custom status, never in {', '.join(map(repr, NOT_AFTER_A_RUN))}"
+            f"custom status, never in {', '.join(repr(str(s)) for s in NOT_AFTER_A_RUN)}"
         )
     return status
