@@ -2,12 +2,15 @@
 
 The method names, arguments and observable behaviour follow qlib's
 ``qlib.workflow.task.manage`` (the scripted scenario in ``tests/conformance/taskmanager``
-pins them). What changes underneath:
+pins them). This module is the qlib-shaped layer; what happens to one attempt at a task
+(claim, lease renewal, commit, error, give-back, expiry) is :mod:`taskloom.attempt`'s. What
+changes against qlib:
 
 * every fetch is a lease (owner, token, expiry) that a background thread renews while a task
   runs in :meth:`TaskManager.safe_fetch_task`, :meth:`TaskManager.task_fetcher_iter` or
-  :func:`run_task`; commits and returns are fenced by the lease token, so a worker whose
-  lease expired and whose task was reclaimed cannot overwrite the newer attempt;
+  :func:`run_task`; commits and returns are fenced by the lease token, which only the claimer
+  sees, so a worker whose lease expired and whose task was reclaimed cannot overwrite the
+  newer attempt;
 * a task whose function raised is retried a bounded number of times, then ``failed`` with
   its traceback and a history of attempts (see :mod:`taskloom.retry`);
 * tasks and results are JSON, deduplicated by :func:`taskloom.task_key` under a unique index,
@@ -17,19 +20,25 @@ pins them). What changes underneath:
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from pluggy import HookCaller
-
-from taskloom import plugins
+from taskloom.attempt import (
+    RUNNABLE,
+    Attempts,
+    OnError,
+    call_task,
+    result_json,
+    task_id_of,
+    without_token,
+)
 from taskloom.errors import LeaseLostError, TaskEncodingError, UnknownTaskError
-from taskloom.lease import LeaseKeeper, new_token, owner_id
-from taskloom.retry import RetryPolicy, error_info, failures
+from taskloom.outcome import Outcome
+from taskloom.retry import RetryPolicy
+from taskloom.status import check_after_status
 from taskloom.storage import (
     CANCELLED,
     DONE,
@@ -48,14 +57,10 @@ log = logging.getLogger(__name__)
 
 #: lease length of a fetch; held tasks are renewed every third of it
 DEFAULT_LEASE_SECONDS = 300.0
-#: what run_task does when the task function raises: qlib's stop, or record and go on
-ON_ERROR = ("raise", "retry")
-#: statuses run_task can start from, and what the task function then receives
-RUNNABLE = {WAITING: "def", PART_DONE: "res"}
 #: what TaskManager.cancel cancels when the query names no status
 CANCELLABLE = (WAITING, PART_DONE, RUNNING)
-#: the error recorded when a task's attempts all ended with an expired lease
-LEASE_EXPIRED = "LeaseExpired"
+#: fields of a raw record that TaskManager.insert_task accepts
+INSERTABLE_FIELDS = frozenset({"def", "filter", "status", "res", "priority"})
 
 
 def _query(query: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -67,42 +72,52 @@ def _query(query: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(query)
 
 
-def _task_id(task: Mapping[str, Any] | str) -> str:
-    if isinstance(task, Mapping):
-        if "_id" not in task:
-            raise ValueError("a task dict needs an '_id'")
-        return str(task["_id"])
-    return str(task)
+def _canonical_def(task: Any, i: int) -> dict[str, Any]:
+    """Task ``i`` of a submission as the canonical JSON data the pool stores."""
+    try:
+        data = to_canonical(task)
+    except TaskEncodingError as exc:
+        raise TaskEncodingError(
+            f"task {i}: {exc} (tasks are stored as JSON: pass dates, numbers, "
+            "strings, lists and dicts)"
+        ) from exc
+    if not isinstance(data, dict):
+        raise TaskEncodingError(f"task {i}: a task definition is a dict, got {task!r:.80}")
+    return data
 
 
-def _token(task: Mapping[str, Any]) -> str | None:
-    lease = task.get("lease")
-    return lease.get("token") if isinstance(lease, Mapping) else None
-
-
-def _check_run_args(before_status: str, on_error: str) -> None:
+def check_run_args(
+    before_status: str,
+    after_status: str,
+    on_error: str,
+    force_release: bool,
+    initializer: Callable[..., object] | None,
+) -> OnError:
+    """Refuse run arguments that cannot work, before anything is claimed; returns on_error."""
     if before_status not in RUNNABLE:
         raise ValueError(
             f"before_status must be 'waiting' (the task function gets the definition) or "
             f"'part_done' (it gets the stored result), got {before_status!r}"
         )
-    if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    check_after_status(after_status)
+    if on_error not in tuple(OnError):
+        raise ValueError(f"on_error must be one of {[str(o) for o in OnError]}, got {on_error!r}")
+    if initializer is not None and not force_release:
+        raise ValueError(
+            f"initializer={initializer!r} needs force_release=True: it sets up the child "
+            "process that runs each task; without force_release the task runs in this "
+            "process, which you set up before calling"
+        )
+    return OnError(on_error)
 
 
-def _call(
-    task_func: Callable[..., Any], param: Any, kwargs: Mapping[str, Any], force_release: bool
-) -> Any:
-    """Run the task function, in a fresh child process when ``force_release`` asks for it.
+@dataclass(frozen=True)
+class InsertResult:
+    """What :meth:`TaskManager.insert_task` did; ``inserted_id`` as on pymongo's result."""
 
-    The child is started with ``spawn`` so it inherits no locks from the lease thread; the
-    function must therefore be importable (a module-level function).
-    """
-    if not force_release:
-        return task_func(param, **kwargs)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
-        return executor.submit(task_func, param, **kwargs).result()
+    inserted_id: str
+    #: False when an equal task was already in the pool: nothing was inserted or changed
+    created: bool
 
 
 class TaskManager:
@@ -112,8 +127,9 @@ class TaskManager:
     a ready client object (``None``: ``TASKLOOM_STORAGE`` or ``sqlite:///taskloom.db``).
     Records returned are the store's records: ``task["_id"]``, ``task["def"]``,
     ``task["status"]``, ``task["res"]`` as in qlib, plus ``priority``, ``attempt``, ``lease``,
-    ``attempts`` (the history) and ``error``. With ``create=False`` an unknown pool raises
-    :class:`~taskloom.errors.UnknownNameError` instead of being created.
+    ``attempts`` (the history) and ``error``. Only a fetch returns the lease's ``token``.
+    With ``create=False`` an unknown pool raises :class:`~taskloom.errors.UnknownNameError`
+    instead of being created.
     """
 
     STATUS_WAITING = WAITING
@@ -138,11 +154,23 @@ class TaskManager:
         self.store = get_storage(storage)
         self.pool = self.store.pool(task_pool, create=create)
         self.lease_seconds = float(lease_seconds)
-        self.retry_policy = retry_policy or RetryPolicy()
-        self.owner = owner_id()
-        self._keeper = LeaseKeeper(self.pool, self.lease_seconds)
-        # with tracing on, every hook call is made so that the trace shows it
-        self._trace_hooks = plugins.tracing()
+        #: the attempt state machine every claim, commit and return goes through
+        self.attempts = Attempts(self.pool, lease_seconds=self.lease_seconds,
+                                 retry_policy=retry_policy or RetryPolicy())
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy of this manager's attempts; assigning it applies from now on."""
+        return self.attempts.retry_policy
+
+    @retry_policy.setter
+    def retry_policy(self, policy: RetryPolicy) -> None:
+        self.attempts.retry_policy = policy
+
+    @property
+    def owner(self) -> str:
+        """``host:pid:random``: the lease owner this manager's fetches record."""
+        return self.attempts.owner
 
     def __str__(self) -> str:
         return f"TaskManager({self.store.url}, {self.task_pool})"
@@ -172,17 +200,8 @@ class TaskManager:
         tasks: list[Any] = []
         defs: list[dict[str, Any]] = []
         for i, task in enumerate(task_def_l):
-            try:
-                data = to_canonical(task)
-            except TaskEncodingError as exc:
-                raise TaskEncodingError(
-                    f"task {i}: {exc} (tasks are stored as JSON: pass dates, numbers, "
-                    "strings, lists and dicts)"
-                ) from exc
-            if not isinstance(data, dict):
-                raise TaskEncodingError(f"task {i}: a task definition is a dict, got {task!r:.80}")
             tasks.append(task)
-            defs.append(data)
+            defs.append(_canonical_def(task, i))
         keys = [data_key(data) for data in defs]
         if dry_run:
             existing = self.pool.ids_for_keys(keys)
@@ -199,6 +218,58 @@ class TaskManager:
         log.info("pool %s: total tasks %d, new tasks %d", self.task_pool, len(defs), len(created))
         return ids
 
+    def insert_task_def(self, task_def: Any) -> InsertResult:
+        """qlib: insert one task definition as ``waiting``; returns its id.
+
+        Unlike qlib, a definition equal to a task already in the pool (in any status) is not
+        inserted again: the result names that task, with ``created=False``.
+        """
+        return self.insert_task({"def": task_def})
+
+    def insert_task(self, task: Mapping[str, Any]) -> InsertResult:
+        """qlib: insert a raw record ``{"def", "status", "res", "priority"}``; returns its id.
+
+        ``def`` is required; ``status`` defaults to ``waiting``, ``res`` to None, ``priority``
+        to 0. qlib's ``filter`` is accepted when it equals ``def`` (queries read it from
+        ``def``). ``_id``, leases and history are the pool's to set, so any other field is a
+        ValueError naming it, as is ``status="running"`` (a running task without a lease
+        would never be claimed or reaped). As in :meth:`create_task`, a definition already in
+        the pool resolves to that task, which is left as it is (``created=False``).
+        """
+        if not isinstance(task, Mapping) or "def" not in task:
+            raise ValueError(f"insert_task needs a record with a 'def', got {task!r:.80}")
+        unknown = sorted(set(task) - INSERTABLE_FIELDS)
+        if unknown:
+            raise ValueError(f"insert_task: field(s) {unknown} cannot be inserted; a raw record "
+                             f"has {sorted(INSERTABLE_FIELDS)}")
+        data = _canonical_def(task["def"], 0)
+        if "filter" in task and to_jsonable(task["filter"]) != data:
+            raise ValueError("insert_task: 'filter' differs from 'def'; taskloom queries the "
+                             f"definition itself, got filter={task['filter']!r:.80}")
+        changes: dict[str, Any] = {}
+        status = task.get("status", WAITING)
+        if not isinstance(status, str) or not status or status == RUNNING:
+            raise ValueError(f"insert_task: status {status!r} cannot be inserted; a running "
+                             "task gets its lease from a fetch")
+        if status != WAITING:
+            changes["status"] = status
+        if task.get("res") is not None:
+            try:
+                changes["res"] = to_jsonable(task["res"])
+            except TaskEncodingError as exc:
+                raise TaskEncodingError(f"insert_task: res: {exc}") from exc
+        priority = task.get("priority", 0)
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"insert_task: priority must be an int, got {priority!r}")
+        if priority:
+            changes["priority"] = priority
+        ((task_id, created),) = self.pool.insert_many([(data_key(data), data)], time.time())
+        if created and changes:
+            # a worker may claim the new waiting task in between; setting the status takes
+            # it back (its commit is then rejected), so the record ends as the caller asked
+            self.pool.update_many({"_id": task_id}, changes, time.time())
+        return InsertResult(task_id, created)
+
     # ----------------------------------------------------------------------------------------
     # Claiming and ending attempts
     # ----------------------------------------------------------------------------------------
@@ -209,23 +280,13 @@ class TaskManager:
         """Claim the best matching task in ``status`` (highest priority, then oldest).
 
         The task comes back ``running`` under a lease of ``lease_seconds`` (renew it with
-        :meth:`renew`, or use :meth:`safe_fetch_task`, which renews it for you). A task whose
-        previous worker vanished is claimable again once its lease expired; if that used up
-        its attempts it is marked ``failed`` instead and the next task is claimed.
-        None when nothing is claimable.
+        :meth:`renew`, or use :meth:`safe_fetch_task`, which renews it for you); its
+        ``lease.token`` is what lets this worker's commit through. A task whose previous
+        worker vanished is claimable again once its lease expired; if that used up its
+        attempts it is marked ``failed`` instead and the next task is claimed. None when
+        nothing is claimable.
         """
-        q = _query(query)
-        while True:
-            task = self.pool.claim(
-                status=status, query=q, owner=self.owner, token=new_token(),
-                lease_seconds=self.lease_seconds, now=time.time(),
-            )
-            if task is None:
-                return None
-            if not self._fail_if_expired_out(task):
-                break
-        self._fire(plugins.hook().taskloom_task_claimed, task=task)
-        return task
+        return self.attempts.claim(_query(query), status)
 
     @contextmanager
     def safe_fetch_task(
@@ -242,7 +303,7 @@ class TaskManager:
         if task is None:
             yield None
             return
-        with self._attempt(task, status):
+        with self.attempts.hold(task):
             yield task
 
     def task_fetcher_iter(self, query: Mapping[str, Any] | None = None) -> Iterator[Record]:
@@ -256,47 +317,29 @@ class TaskManager:
             task = self.fetch_task(query)
             if task is None:
                 return
-            with self._attempt(task, WAITING):
+            with self.attempts.hold(task):
                 yield task
 
-    @contextmanager
-    def _attempt(self, task: Record, from_status: str) -> Iterator[None]:
-        """Renew the lease while the body runs; end the attempt if the body raises."""
-        token = task["lease"]["token"]
-        self._keeper.hold(task["_id"], token)
-        try:
-            yield
-        except Exception as exc:
-            self._keeper.release(token)
-            self._record_error(task, from_status, exc, backoff=False)
-            raise
-        except BaseException:
-            self._keeper.release(token)
-            self._give_back(task, from_status)
-            raise
-        self._keeper.release(token)
-
-    def commit_task_res(self, task: Mapping[str, Any], res: Any, status: str | None = DONE) -> None:
+    def commit_task_res(
+        self, task: Mapping[str, Any] | str, res: Any, status: str | None = DONE
+    ) -> None:
         """Store ``res`` as the task's result and set ``status`` (``None`` means done).
 
         ``res`` must be JSON data: models, predictions and other artifacts belong in the
         recorder (MLflow), and the result holds a reference to them. A task fetched by this
         or another worker carries its lease; if that lease was lost (expired and reclaimed,
-        or reset), :class:`LeaseLostError` is raised and nothing changes. A task dict without
-        a lease (``{"_id": id}``) is an administrative, unguarded update.
+        or reset), :class:`LeaseLostError` is raised and nothing changes. A task without a
+        lease (``{"_id": id}``, a bare id string, or a record read back by :meth:`query`) is
+        an administrative, unguarded update.
         """
-        status = status or DONE
-        data = self._result_json(task, res)
-        record = self._end(task, {"status": status, "res": data, "error": None,
-                                  "not_before": None}, status, "commit")
-        self._fire(plugins.hook().taskloom_task_finished, task=record, status=status)
+        self.attempts.commit(task, result_json(task, res), status or DONE)
 
-    def return_task(self, task: Mapping[str, Any], status: str | None = WAITING) -> None:
+    def return_task(self, task: Mapping[str, Any] | str, status: str | None = WAITING) -> None:
         """Put a fetched task back in ``status`` (``None`` means waiting), claimable at once.
 
         Fenced like :meth:`commit_task_res`; the stored result is kept.
         """
-        self._end(task, {"status": status or WAITING, "not_before": None}, "returned", "return")
+        self.attempts.give_back(task, status or WAITING)
 
     def renew(self, task: Mapping[str, Any]) -> None:
         """Extend a fetched task's lease by ``lease_seconds`` from now.
@@ -304,139 +347,7 @@ class TaskManager:
         For code that uses :meth:`fetch_task` directly and works longer than a lease;
         raises :class:`LeaseLostError` if the lease is already gone.
         """
-        token = _token(task)
-        if token is None:
-            raise ValueError(f"task {_task_id(task)} carries no lease: fetch it first")
-        now = time.time()
-        if not self.pool.heartbeat(_task_id(task), token, now + self.lease_seconds, now):
-            raise self._lost(task, "renewal")
-
-    def _end(
-        self, task: Mapping[str, Any], changes: dict[str, Any], outcome: str, action: str
-    ) -> Record:
-        """Apply an attempt's end: fenced by the task's lease token, unguarded without one."""
-        task_id = _task_id(task)
-        token = _token(task)
-        now = time.time()
-        if token is None:
-            if not self.pool.update_many({"_id": task_id}, changes, now):
-                raise UnknownTaskError(f"no task with id {task_id!r} in pool {self.task_pool!r}")
-            record = self.pool.get(task_id)
-            if record is None:
-                raise UnknownTaskError(f"task {task_id!r} was removed from {self.task_pool!r}")
-            return record
-        if self._keeper.is_lost(token):
-            raise self._lost(task, action)
-        record = self.pool.finish(task_id, token, changes, self._history(task, now, outcome), now)
-        if record is None:
-            raise self._lost(task, action)
-        return record
-
-    def _fire(self, hook: HookCaller, **kwargs: Any) -> None:
-        """Call a lifecycle hook of this pool, unless no plugin implements it.
-
-        A pluggy call costs microseconds even with no implementation, as much as the rest of
-        a no-op task's bookkeeping, so a pool without observers skips it. With tracing on
-        (``TASKLOOM_TRACE_PLUGINS``) every call is made, so that the trace shows it.
-        """
-        if self._trace_hooks or hook.get_hookimpls():
-            hook(pool=self.task_pool, **kwargs)
-
-    def _lost(self, task: Mapping[str, Any], action: str) -> LeaseLostError:
-        lease = task.get("lease") or {}
-        return LeaseLostError(
-            f"task {_task_id(task)}: the lease of attempt {task.get('attempt', '?')} held by "
-            f"{lease.get('owner', '?')} was lost (it expired and the task was reclaimed, or an "
-            f"administrator reset it); this {action} was rejected and nothing changed"
-        )
-
-    @staticmethod
-    def _history(task: Mapping[str, Any], now: float, outcome: str, **extra: Any) -> dict:
-        lease = task.get("lease") or {}
-        return {"attempt": task.get("attempt"), "owner": lease.get("owner"),
-                "started": lease.get("started"), "ended": now, "outcome": outcome, **extra}
-
-    def _result_json(self, task: Mapping[str, Any], res: Any) -> Any:
-        try:
-            return to_jsonable(res)
-        except TaskEncodingError as exc:
-            raise TaskEncodingError(
-                f"task {_task_id(task)}: the result is not JSON data ({exc}); results are "
-                "stored as JSON, so log models, predictions and other artifacts with the "
-                "recorder (MLflow) and return a reference, e.g. the run id and a few metrics"
-            ) from exc
-
-    def _record_error(
-        self, task: Record, from_status: str, exc: BaseException, backoff: bool
-    ) -> str:
-        """End an attempt whose function raised: retry it, or fail it when out of attempts.
-
-        Returns ``"retried"``, ``"failed"`` or ``"lease lost"`` (nothing recorded then).
-        """
-        error = error_info(exc)
-        now = time.time()
-        n_failed = failures(task["attempts"]) + 1
-        entry = self._history(task, now, "error",
-                              error={"type": error["type"], "message": error["message"]})
-        token = task["lease"]["token"]
-        if n_failed >= self.retry_policy.max_attempts:
-            record = self.pool.finish(task["_id"], token, {"status": FAILED, "error": error,
-                                                           "not_before": None}, entry, now)
-            if record is not None:
-                self._fire(plugins.hook().taskloom_task_failed, task=record, error=error)
-                return "failed"
-        else:
-            delay = self.retry_policy.delay(n_failed) if backoff else 0.0
-            changes = {"status": from_status, "error": error,
-                       "not_before": now + delay if delay else None}
-            record = self.pool.finish(task["_id"], token, changes, entry, now)
-            if record is not None:
-                self._fire(plugins.hook().taskloom_task_retried, task=record, error=error,
-                           delay=delay)
-                return "retried"
-        log.warning("task %s: lease lost before its error could be recorded", task["_id"])
-        return "lease lost"
-
-    def _give_back(self, task: Record, from_status: str) -> None:
-        """Return a task on interruption (shutdown, abandoned iterator); not a failed attempt."""
-        now = time.time()
-        record = self.pool.finish(task["_id"], task["lease"]["token"],
-                                  {"status": from_status, "not_before": None},
-                                  self._history(task, now, "returned"), now)
-        if record is None:
-            log.debug("task %s was already committed or reclaimed", task["_id"])
-
-    def _fail_if_expired_out(self, task: Record) -> bool:
-        """Fail a just-reclaimed task whose expired attempts used up its budget.
-
-        The claim that reclaimed it is undone (``attempt`` restored, no history entry):
-        the task never ran again. Returns True when the task was failed.
-        """
-        history = task["attempts"]
-        if not history or history[-1].get("outcome") != "lease expired":
-            return False
-        if history[-1].get("attempt") != task["attempt"] - 1:
-            return False  # the expiry was recorded by an earlier claim
-        n_failed = failures(history)
-        if n_failed < self.retry_policy.max_attempts:
-            return False
-        last = history[-1]
-        error = {
-            "type": LEASE_EXPIRED,
-            "message": f"attempt {last.get('attempt')} by {last.get('owner')} ended without a "
-                       f"result: its lease expired (the worker died or stalled); {n_failed} "
-                       f"failed attempts, max_attempts={self.retry_policy.max_attempts}",
-            "traceback": "",
-        }
-        now = time.time()
-        record = self.pool.finish(
-            task["_id"], task["lease"]["token"],
-            {"status": FAILED, "error": error, "not_before": None, "attempt": task["attempt"] - 1},
-            None, now,
-        )
-        if record is not None:
-            self._fire(plugins.hook().taskloom_task_failed, task=record, error=error)
-        return True
+        self.attempts.renew(task)
 
     # ----------------------------------------------------------------------------------------
     # Running
@@ -449,49 +360,45 @@ class TaskManager:
         *,
         before_status: str = WAITING,
         after_status: str = DONE,
-        on_error: str = "raise",
+        on_error: str = OnError.RAISE,
         force_release: bool = False,
         kwargs: Mapping[str, Any] | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
     ) -> str | None:
         """Claim one task, run ``task_func`` on it, and commit; None when nothing is claimable.
 
         ``task_func(param, **kwargs)`` gets the definition for a ``waiting`` task and the
-        stored result for a ``part_done`` one. If it raises, the attempt is recorded: with
-        ``on_error="raise"`` (qlib) the task is claimable again at once and the exception
-        propagates; with ``"retry"`` the task waits out the policy's backoff and this call
-        returns. Either way the last allowed attempt marks the task ``failed``. Returns the
-        outcome: ``after_status``, ``"retried"``, ``"failed"`` or ``"lease lost"``.
+        stored result for a ``part_done`` one. If it raises (``sys.exit()`` included), the
+        attempt is recorded: with ``on_error="raise"`` (qlib) the task is claimable again at
+        once and the exception propagates; with ``"retry"`` the task waits out the policy's
+        backoff and this call returns. Either way the last allowed attempt marks the task
+        ``failed``. ``force_release`` runs the function in a fresh child process, set up by
+        ``initializer(*initargs)``. Arguments that cannot work (``after_status`` running,
+        waiting, failed or cancelled; an initializer without force_release) are a ValueError
+        before anything is claimed. Returns ``after_status``, or the :class:`Outcome`
+        ``retried``, ``failed`` or ``lease lost``.
         """
-        _check_run_args(before_status, on_error)
+        mode = check_run_args(before_status, after_status, on_error, force_release, initializer)
         task = self.fetch_task(query, before_status)
         if task is None:
             return None
         param = task[RUNNABLE[before_status]]
         log.debug("running task %s (attempt %s): %s", task["_id"], task["attempt"], param)
-        token = task["lease"]["token"]
-        self._keeper.hold(task["_id"], token)
+        data = None
+        with self.attempts.hold(task, mode) as held:
+            res = call_task(task_func, param, kwargs or {}, force_release=force_release,
+                            initializer=initializer, initargs=initargs)
+            data = result_json(task, res)
+        if held.outcome is not None:
+            log.warning("task %s raised %s: %s (%s)", task["_id"], held.error["type"],
+                        held.error["message"], held.outcome)
+            return held.outcome
         try:
-            data = self._result_json(task, _call(task_func, param, kwargs or {}, force_release))
-        except Exception as exc:
-            self._keeper.release(token)
-            outcome = self._record_error(task, before_status, exc, backoff=on_error == "retry")
-            if on_error == "raise":
-                raise
-            log.warning("task %s raised %s: %s (%s)", task["_id"], type(exc).__name__, exc,
-                        outcome)
-            return outcome
-        except BaseException:
-            self._keeper.release(token)
-            self._give_back(task, before_status)
-            raise
-        self._keeper.release(token)
-        try:
-            record = self._end(task, {"status": after_status, "res": data, "error": None,
-                                      "not_before": None}, after_status, "commit")
+            self.attempts.commit(task, data, after_status)
         except LeaseLostError as exc:
             log.warning("%s", exc)
-            return "lease lost"
-        self._fire(plugins.hook().taskloom_task_finished, task=record, status=after_status)
+            return Outcome.LEASE_LOST
         return after_status
 
     # ----------------------------------------------------------------------------------------
@@ -501,19 +408,22 @@ class TaskManager:
     def query(
         self, query: Mapping[str, Any] | None = None, decode: bool = True
     ) -> Iterator[Record]:
-        """The matching tasks in creation order.
+        """The matching tasks in creation order, without their lease tokens.
 
         ``decode`` is accepted for qlib code; payloads are JSON, so there is nothing to
         decode and the flag changes nothing.
         """
-        return self.pool.find(_query(query))
+        return map(without_token, self.pool.find(_query(query)))
 
     def re_query(self, _id: Any) -> Record:
-        """The task with this id; :class:`UnknownTaskError` (a LookupError) if there is none."""
+        """The task with this id, without its lease token.
+
+        :class:`UnknownTaskError` (a LookupError) if there is none.
+        """
         task = self.pool.get(str(_id))
         if task is None:
             raise UnknownTaskError(f"no task with id {str(_id)!r} in pool {self.task_pool!r}")
-        return task
+        return without_token(task)
 
     def task_stat(self, query: Mapping[str, Any] | None = None) -> dict[str, int]:
         """``{status: count}`` over the matching tasks, counted by the store's index."""
@@ -524,38 +434,33 @@ class TaskManager:
         query: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         poll_seconds: float = 2.0,
+        progress: Callable[[dict[str, int]], object] | None = None,
     ) -> dict[str, int]:
         """Block until no matching task is waiting, running or part_done; returns the counts.
 
-        Polls :meth:`task_stat` (cheap) every ``poll_seconds`` and shows a progress bar when
-        stderr is a terminal. Raises :class:`TimeoutError` after ``timeout`` seconds.
+        Polls :meth:`task_stat` (cheap) every ``poll_seconds`` and hands each count to
+        ``progress`` (``taskloom wait`` draws its progress bar with it). Raises
+        :class:`TimeoutError` after ``timeout`` seconds.
         """
-        from rich.console import Console
-        from rich.progress import Progress
-
         deadline = None if timeout is None else time.monotonic() + timeout
         stat = self.task_stat(query)
-        if not _undone(stat):
-            return stat
-        log.warning("pool %s: waiting for %d undone tasks", self.task_pool, _undone(stat))
-        console = Console(stderr=True)
-        with Progress(console=console, disable=not console.is_terminal) as progress:
-            bar = progress.add_task(f"{self.task_pool}", total=sum(stat.values()))
-            while _undone(stat):
-                progress.update(bar, total=sum(stat.values()),
-                                completed=sum(stat.values()) - _undone(stat))
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"pool {self.task_pool!r}: {_undone(stat)} tasks still undone after "
-                        f"{timeout} s: {stat}"
-                    )
-                pause = poll_seconds
-                if deadline is not None:
-                    pause = max(0.0, min(pause, deadline - time.monotonic()))
-                time.sleep(pause)
-                stat = self.task_stat(query)
-            progress.update(bar, completed=sum(stat.values()))
-        return stat
+        if _undone(stat):
+            log.warning("pool %s: waiting for %d undone tasks", self.task_pool, _undone(stat))
+        while True:
+            if progress is not None:
+                progress(stat)
+            if not _undone(stat):
+                return stat
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"pool {self.task_pool!r}: {_undone(stat)} tasks still undone after "
+                    f"{timeout} s: {stat}"
+                )
+            pause = poll_seconds
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            time.sleep(pause)
+            stat = self.task_stat(query)
 
     # ----------------------------------------------------------------------------------------
     # Administration
@@ -585,7 +490,7 @@ class TaskManager:
         """Set a task's priority (higher is fetched first; never set means 0)."""
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int, got {priority!r}")
-        task_id = _task_id(task)
+        task_id = task_id_of(task)
         if not self.pool.update_many({"_id": task_id}, {"priority": priority}, time.time()):
             raise UnknownTaskError(f"no task with id {task_id!r} in pool {self.task_pool!r}")
 
@@ -594,16 +499,7 @@ class TaskManager:
 
         Each gets a history entry with outcome ``"retry"``; returns how many were retried.
         """
-        now = time.time()
-        count = 0
-        for task in list(self.pool.find({"$and": [_query(query), {"status": FAILED}]})):
-            history = [*task["attempts"], {"outcome": "retry", "ended": now}]
-            count += self.pool.update_many(
-                {"_id": task["_id"], "status": FAILED},
-                {"status": WAITING, "error": None, "not_before": None, "attempts": history},
-                now,
-            )
-        return count
+        return self.attempts.retry(_query(query))
 
     def cancel(self, query: Mapping[str, Any] | None = None) -> int:
         """Mark matching tasks ``cancelled``; returns how many.
@@ -624,27 +520,7 @@ class TaskManager:
         its lease is still expired, so a worker that just renewed keeps it. Returns
         ``{"requeued": n, "failed": m}``.
         """
-        out = {"requeued": 0, "failed": 0}
-        now = time.time()
-        expired = {"status": RUNNING, "lease.until": {"$lt": now}}
-        for stale in list(self.pool.find(expired)):
-            task = self.pool.claim(
-                status=stale["lease"]["from_status"],
-                query={"_id": stale["_id"], "lease.until": {"$lt": now}},
-                owner=self.owner, token=new_token(), lease_seconds=self.lease_seconds, now=now,
-            )
-            if task is None:
-                continue
-            if self._fail_if_expired_out(task):
-                out["failed"] += 1
-                continue
-            self.pool.finish(
-                task["_id"], task["lease"]["token"],
-                {"status": task["lease"]["from_status"], "attempt": task["attempt"] - 1},
-                None, now,
-            )
-            out["requeued"] += 1
-        return out
+        return self.attempts.reap()
 
 
 def _undone(stat: Mapping[str, int]) -> int:
@@ -660,25 +536,31 @@ def run_task(
     after_status: str = DONE,
     *,
     storage: str | Store | object | None = None,
-    on_error: str = "raise",
+    on_error: str = OnError.RAISE,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
     retry_policy: RetryPolicy | None = None,
+    initializer: Callable[..., object] | None = None,
+    initargs: tuple[Any, ...] = (),
     **kwargs: Any,
 ) -> bool:
     """Run ``task_func`` on matching tasks of ``task_pool`` until none is claimable (qlib).
 
     ``task_func(param, **kwargs)`` receives the definition of a ``waiting`` task, or the
     stored result of a ``part_done`` one; its JSON result is committed with
-    ``after_status``. ``force_release`` runs each task in a fresh child process. With the
-    default ``on_error="raise"`` the first exception puts its task back and ends the loop,
-    as in qlib; ``"retry"`` records it, lets the task wait out its backoff, and goes on.
-    The keyword-only options configure taskloom and are not passed to ``task_func``.
-    Returns True if at least one task was run.
+    ``after_status`` (``done``, ``part_done`` or a custom status; never ``waiting``,
+    ``running``, ``failed`` or ``cancelled``). ``force_release`` runs each task in a fresh
+    spawned child process, which ``initializer(*initargs)`` sets up first (``qlib.init()``);
+    a script that uses it needs an ``if __name__ == "__main__":`` guard. With the default
+    ``on_error="raise"`` the first exception puts its task back and ends the loop, as in
+    qlib; ``"retry"`` records it, lets the task wait out its backoff, and goes on. The
+    keyword-only options configure taskloom and are not passed to ``task_func``. Returns
+    True if at least one task was run.
     """
-    _check_run_args(before_status, on_error)
+    check_run_args(before_status, after_status, on_error, force_release, initializer)
     tm = TaskManager(task_pool, storage, lease_seconds=lease_seconds, retry_policy=retry_policy)
     ever_run = False
     while tm.run_one(task_func, query, before_status=before_status, after_status=after_status,
-                     on_error=on_error, force_release=force_release, kwargs=kwargs) is not None:
+                     on_error=on_error, force_release=force_release, kwargs=kwargs,
+                     initializer=initializer, initargs=initargs) is not None:
         ever_run = True
     return ever_run

@@ -1,10 +1,10 @@
 """The retry policy: how many failed attempts a task gets and how long it waits in between.
 
-A failed attempt is one whose task function raised (history outcome ``"error"``) or whose
-worker vanished so that its lease expired (``"lease expired"``). Attempts that ended
-otherwise (a commit, a task given back on shutdown or by ``return_task``) do not use up the
-budget. ``taskloom retry`` gives a failed task a fresh budget and says so in its history with
-an entry whose outcome is ``"retry"``.
+A failed attempt is one whose task function raised (history outcome ``Outcome.ERROR``) or
+whose worker vanished so that its lease expired (``Outcome.LEASE_EXPIRED``). Attempts that
+ended otherwise (a commit, a task given back on shutdown or by ``return_task``) do not use up
+the budget. ``taskloom retry`` gives a failed task a fresh budget and says so in its history
+with an entry whose outcome is ``Outcome.RETRY``.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from taskloom.outcome import Outcome
+
 #: history outcomes that use up an attempt
-FAILED_OUTCOMES: frozenset[str] = frozenset({"error", "lease expired"})
-#: the history outcome that resets the budget (written by ``TaskManager.retry``)
-RETRY_OUTCOME = "retry"
+FAILED_OUTCOMES: frozenset[Outcome] = frozenset({Outcome.ERROR, Outcome.LEASE_EXPIRED})
 #: longest traceback text kept on a record (the tail, where the error is)
 MAX_TRACEBACK_CHARS = 20_000
 
@@ -53,18 +53,33 @@ def failures(history: Sequence[Mapping[str, Any]]) -> int:
     count = 0
     for entry in history:
         outcome = entry.get("outcome")
-        if outcome == RETRY_OUTCOME:
+        if outcome == Outcome.RETRY:
             count = 0
         elif outcome in FAILED_OUTCOMES:
             count += 1
     return count
 
 
+def exception_message(exc: BaseException) -> str:
+    """``str(exc)``, or a placeholder naming the failure when the exception's ``__str__`` raises.
+
+    A task function's exception is user code: recording its failure must not fail with it.
+    """
+    try:
+        return str(exc)
+    except Exception as broken:
+        return f"<str() of the exception failed: {type(broken).__name__}>"
+
+
 def error_info(exc: BaseException) -> dict[str, str]:
-    """``{type, message, traceback}`` of an exception, as stored on a record."""
+    """``{type, message, traceback}`` of an exception, as stored on a record.
+
+    Never raises, even for an exception whose ``__str__`` does (see :func:`exception_message`).
+    """
     kind = type(exc)
     name = kind.__qualname__ if kind.__module__ == "builtins" else (
         f"{kind.__module__}.{kind.__qualname__}"
     )
     text = "".join(traceback.format_exception(exc))
-    return {"type": name, "message": str(exc), "traceback": text[-MAX_TRACEBACK_CHARS:]}
+    return {"type": name, "message": exception_message(exc),
+            "traceback": text[-MAX_TRACEBACK_CHARS:]}

@@ -1,14 +1,16 @@
 """Worker processes: claim a task, run its handler, commit, repeat; stop cleanly on a signal.
 
-``taskloom worker`` runs :func:`serve`: one worker loop in this process, or N spawned child
-processes that each run one. On SIGTERM or SIGINT a worker stops claiming; if a task is
-running, its handler is interrupted and the task is given back at once (its lease released,
-not counted as a failed attempt), then the process exits 0. A parent forwards the signal to
-its children and waits for them.
+``taskloom worker`` checks its configuration (:func:`check_config`), then runs :func:`serve`:
+one worker loop in this process, or N spawned child processes that each run one. Each loop
+first runs the optional initializer (``--init``). On SIGTERM or SIGINT a worker stops
+claiming; if a task is running, its handler is interrupted and the task is given back at once
+(its lease released, not counted as a failed attempt), then the process exits 0. A parent
+forwards the signal to its children, waits for them, and exits non-zero if one of them died.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import os
@@ -21,12 +23,16 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from taskloom import registry
+from taskloom.attempt import OnError
+from taskloom.errors import TaskloomError
 from taskloom.manager import TaskManager
-from taskloom.retry import RetryPolicy
-from taskloom.storage import DONE, WAITING
+from taskloom.outcome import Outcome
+from taskloom.query import normalize
+from taskloom.retry import RetryPolicy, exception_message
+from taskloom.status import DONE, WAITING, check_after_status
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,15 @@ log = logging.getLogger(__name__)
 DEFAULT_POLL_SECONDS = 0.5
 #: a worker's lease; it is renewed every third of it while a task runs
 DEFAULT_WORKER_LEASE_SECONDS = 60.0
+#: the signals that ask a worker to stop
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+class WorkerSetupError(TaskloomError):
+    """A worker cannot start: its handler or initializer does not load, or the initializer failed.
+
+    The message names the option, its value and the underlying error.
+    """
 
 
 class WorkerConfig(BaseModel):
@@ -54,6 +69,15 @@ class WorkerConfig(BaseModel):
     after_status: str = DONE
     stop_on_error: bool = Field(False, description="qlib: the first error ends the worker")
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy)
+    initializer: str | None = Field(
+        None, description="module:function run once in each worker process before its first task"
+    )
+    initargs: tuple[Any, ...] = ()
+
+    @field_validator("after_status")
+    @classmethod
+    def _after_status_a_run_may_end_in(cls, status: str) -> str:
+        return check_after_status(status)
 
 
 class StopRequested(BaseException):
@@ -112,17 +136,78 @@ def open_manager(config: WorkerConfig) -> TaskManager:
                        retry_policy=config.retry_policy, create=False)
 
 
+def load_callable(option: str, spec: str) -> Callable[..., Any]:
+    """The function a ``module:function`` path names, or a :class:`WorkerSetupError` saying why not.
+
+    The error names the option and its value, and for a module that cannot be imported (it
+    is missing, or raises or has a syntax error at import) the exception type and message.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise WorkerSetupError(f"{option} {spec!r}: expected module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise WorkerSetupError(
+            f"{option} {spec!r}: cannot import module {module_name!r}: "
+            f"{type(exc).__name__}: {exception_message(exc)}"
+        ) from exc
+    if not hasattr(module, attr):
+        raise WorkerSetupError(f"{option} {spec!r}: module {module_name!r} has no {attr!r}")
+    return _callable(option, spec, getattr(module, attr))
+
+
+def resolve_handler(spec: str) -> Callable[..., Any]:
+    """The handler a ``--handler`` value names: a registered name or a ``module:function``."""
+    if ":" in spec:
+        return load_callable("--handler", spec)
+    return _callable("--handler", spec, registry.lookup("handler", spec))
+
+
+def _callable(option: str, spec: str, obj: object) -> Callable[..., Any]:
+    if not callable(obj):
+        raise WorkerSetupError(
+            f"{option} {spec!r} is not callable (it is the {type(obj).__name__} {obj!r:.60}); "
+            "every task would fail on it"
+        )
+    return obj
+
+
+def check_config(config: WorkerConfig) -> None:
+    """Refuse, before any process starts, a configuration whose worker could not run.
+
+    The handler and the initializer must load and be callable, the query must be valid and
+    the pool must exist; each failure is a :class:`~taskloom.errors.TaskloomError` naming
+    the value.
+    """
+    resolve_handler(config.handler)
+    if config.initializer is not None:
+        load_callable("--init", config.initializer)
+    normalize(config.query)
+    open_manager(config)
+
+
 def work(config: WorkerConfig, stop: GracefulStop | None = None) -> Counter[str]:
     """Run one worker loop in this process until told to stop, idle or done with max_tasks.
 
-    Returns how many tasks ended with each outcome (``done``, ``retried``, ``failed``,
-    ``lease lost``...). With ``stop_on_error`` the handler's first exception propagates.
+    ``config.initializer`` runs first. Returns how many attempts ended with each outcome
+    (``done``, ``retried``, ``failed``, ``lease lost``...); a task retried by this loop
+    counts once per attempt. With ``stop_on_error`` the handler's first exception propagates.
     """
-    func = registry.resolve_callable(config.handler, "handler")
+    if config.initializer is not None:
+        initializer = load_callable("--init", config.initializer)
+        try:
+            initializer(*config.initargs)
+        except Exception as exc:
+            raise WorkerSetupError(
+                f"--init {config.initializer!r} failed: {type(exc).__name__}: "
+                f"{exception_message(exc)}"
+            ) from exc
+    func = resolve_handler(config.handler)
     tm = open_manager(config)
     stop = stop or GracefulStop()
     guarded = stop.guard(func)
-    on_error = "raise" if config.stop_on_error else "retry"
+    on_error = OnError.RAISE if config.stop_on_error else OnError.RETRY
     outcomes: Counter[str] = Counter()
     idle_since = time.monotonic()
     while not stop.requested:
@@ -132,7 +217,7 @@ def work(config: WorkerConfig, stop: GracefulStop | None = None) -> Counter[str]
             outcome = tm.run_one(guarded, config.query, before_status=config.before_status,
                                  after_status=config.after_status, on_error=on_error)
         except StopRequested:
-            outcomes["returned"] += 1
+            outcomes[Outcome.RETURNED] += 1
             break
         if outcome is None:
             if config.idle_exit is not None and time.monotonic() - idle_since >= config.idle_exit:
@@ -144,48 +229,76 @@ def work(config: WorkerConfig, stop: GracefulStop | None = None) -> Counter[str]
     return outcomes
 
 
-def _run_here(config: WorkerConfig) -> int:
-    """One worker loop with signal handling and a summary line; the process's exit code."""
-    stop = GracefulStop()
-    stop.install()
+def _run_here(config: WorkerConfig, stop: GracefulStop) -> int:
+    """One worker loop with a summary line; the process's exit code."""
     try:
         outcomes = work(config, stop)
-    except Exception as exc:  # stop_on_error: qlib's "the first error ends the worker"
-        print(f"worker {os.getpid()}: stopped on error: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+    except Exception as exc:  # stop_on_error (qlib's "the first error ends the worker"), setup
+        print(f"worker {os.getpid()}: stopped on error: {type(exc).__name__}: "
+              f"{exception_message(exc)}", file=sys.stderr)
         return 1
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
-    print(f"worker {os.getpid()}: {outcomes.total()} tasks ({summary or 'none'})",
+    print(f"worker {os.getpid()}: {outcomes.total()} attempts ({summary or 'none'})",
           file=sys.stderr)
     return 0
 
 
 def _child(config: WorkerConfig) -> None:
+    """A child process of :func:`serve`: one worker loop, its summary and exit code."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    sys.exit(_run_here(config))
+    stop = GracefulStop()
+    stop.install()
+    sys.exit(_run_here(config, stop))
+
+
+def _ended(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"was killed by signal {signal.Signals(-exitcode).name}"
+    return f"exited with code {exitcode}"
 
 
 def serve(config: WorkerConfig) -> int:
     """Run ``config.concurrency`` worker loops (child processes when more than one).
 
     Returns 0 when every loop ended normally (idle, max_tasks or a stop signal), 1 if one
-    stopped on an error or died.
+    stopped on an error or died; a parent names each child that did. SIGTERM or SIGINT to
+    the parent is sent on to every child as SIGTERM, and the parent waits for them.
     """
     if config.concurrency == 1:
-        return _run_here(config)
+        stop = GracefulStop()
+        stop.install()
+        return _run_here(config, stop)
     context = multiprocessing.get_context("spawn")
     children = [context.Process(target=_child, args=(config,), name=f"taskloom-worker-{i}")
                 for i in range(config.concurrency)]
+    forwarded = False
 
     def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal forwarded
+        forwarded = True
         for child in children:
             if child.pid is not None and child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        child.start()
-    for child in children:
-        child.join()
-    return 0 if all(child.exitcode == 0 for child in children) else 1
+    previous = {signum: signal.signal(signum, forward) for signum in STOP_SIGNALS}
+    # a stop that arrives while the children start waits until every child has a pid
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        for child in children:
+            child.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    try:
+        for child in children:
+            child.join()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    # A child killed by the SIGTERM this parent sent had not installed its handler yet, so
+    # it had claimed nothing: it stopped as asked. Any other end but 0 is a failure.
+    died = [child for child in children if child.exitcode != 0
+            and not (forwarded and child.exitcode == -signal.SIGTERM)]
+    for child in died:
+        print(f"taskloom worker: worker process {child.pid} {_ended(child.exitcode)}",
+              file=sys.stderr)
+    return 1 if died else 0

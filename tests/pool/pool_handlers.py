@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import sys
 import time
 from typing import Any
 
+from taskloom import hookimpl, plugins
+
 LOG_ENV = "TASKLOOM_TEST_LOG"
+#: set by the ``set_up`` initializer in the process it ran in
+SETUP_ENV = "TASKLOOM_TEST_SETUP"
+_setup_calls = 0
 
 
 def _log_run(param: dict[str, Any]) -> None:
@@ -44,6 +51,48 @@ def pid(param: Any, **kwargs: Any) -> int:
 def fail(param: Any, **kwargs: Any) -> None:
     """Always raise."""
     raise RuntimeError(f"task {param!r} cannot succeed")
+
+
+def exit_now(param: Any, **kwargs: Any) -> None:
+    """Call ``sys.exit(3)``, as a script-minded handler might."""
+    sys.exit(3)
+
+
+class UnprintableError(Exception):
+    """An exception whose ``__str__`` itself raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("this exception has no text")
+
+
+def fail_unprintably(param: Any, **kwargs: Any) -> None:
+    """Raise an exception that cannot be turned into a string."""
+    raise UnprintableError
+
+
+def set_up(value: str = "ready") -> None:
+    """An initializer (what ``qlib.init()`` is for real code): mark this process as set up."""
+    global _setup_calls
+    _setup_calls += 1
+    os.environ[SETUP_ENV] = value
+
+
+def setup_seen(param: Any, **kwargs: Any) -> dict[str, Any]:
+    """What the process running the task saw of ``set_up``: its value and how often it ran."""
+    return {"setup": os.environ.get(SETUP_ENV), "calls": _setup_calls, "pid": os.getpid()}
+
+
+class _StopOnClaim:
+    """A plugin that sends SIGTERM to its own process when it claims a task."""
+
+    @hookimpl
+    def taskloom_task_claimed(self, pool: str, task: dict[str, Any]) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def stop_on_claim() -> None:
+    """An initializer: a stop request now lands after each claim, before the handler starts."""
+    plugins.register_plugin(_StopOnClaim(), "stop-on-claim")
 
 
 def runs(log_path: str) -> dict[int, list[int]]:

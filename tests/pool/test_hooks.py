@@ -13,10 +13,12 @@ class Observer:
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
+        self.leases: list[dict] = []
 
     @hookimpl
     def taskloom_task_claimed(self, pool, task):
         self.events.append(("claimed", pool, task["_id"], task["status"], task["attempt"]))
+        self.leases.append(task["lease"])
 
     @hookimpl
     def taskloom_task_finished(self, pool, task, status):
@@ -45,8 +47,10 @@ def boom(param, **kwargs):
 
 def test_hook_taskloom_task_claimed(tm, observer):
     (task_id,) = tm.create_task([{"a": 1}])
-    tm.fetch_task()
+    task = tm.fetch_task()
     assert observer.events == [("claimed", tm.task_pool, task_id, "running", 1)]
+    # an observer sees the lease but not its token, which is the claimer's alone
+    assert observer.leases == [{k: v for k, v in task["lease"].items() if k != "token"}]
 
 
 def test_hook_taskloom_task_finished(tm, observer):

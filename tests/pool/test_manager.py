@@ -8,8 +8,10 @@ import uuid
 
 import pytest
 import taskloom
+from taskloom.attempt import TaskFunctionExit
 from taskloom.errors import LeaseLostError, QueryError, TaskEncodingError, UnknownTaskError
 from taskloom.manager import TaskManager, run_task
+from taskloom.retry import RetryPolicy
 from taskloom.storage import Store
 from taskloom.stores import get_storage
 
@@ -218,3 +220,136 @@ def test_taskmanager_opens_the_default_storage_from_the_environment(tmp_path, mo
     name = f"env-{uuid.uuid4().hex[:6]}"
     TaskManager(name).create_task([{"a": 1}])
     assert TaskManager(name, f"sqlite:///{tmp_path}/env.db").task_stat() == {"waiting": 1}
+
+
+def test_only_the_claimer_gets_the_lease_token(tm):
+    (task_id,) = tm.create_task([{"a": 1}])
+    task = tm.fetch_task()
+    assert task["lease"]["token"]
+    for read in (tm.re_query(task_id), next(tm.query({"_id": task_id}))):
+        lease = read["lease"]
+        assert "token" not in lease
+        assert (lease["owner"], lease["until"], lease["started"]) == (
+            task["lease"]["owner"], task["lease"]["until"], task["lease"]["started"])
+    tm.commit_task_res(task, "mine")  # the claimer's token still holds
+    assert tm.re_query(task_id)["res"] == "mine"
+
+
+def test_safe_fetch_task_and_task_fetcher_iter_yield_the_token(tm):
+    tm.create_task([{"a": 1}, {"a": 2}])
+    with tm.safe_fetch_task() as task:
+        assert task["lease"]["token"]
+        tm.commit_task_res(task, 1)
+    for task in tm.task_fetcher_iter():
+        assert task["lease"]["token"]
+        tm.commit_task_res(task, 2)
+    assert tm.task_stat() == {"done": 2}
+
+
+def test_commit_and_return_accept_a_bare_id_string(tm):
+    (task_id,) = tm.create_task([{"a": 1}])
+    tm.commit_task_res(task_id, {"r": 1}, status="part_done")
+    assert tm.re_query(task_id)["status"] == "part_done"
+    tm.return_task(task_id)
+    task = tm.re_query(task_id)
+    assert (task["status"], task["res"]) == ("waiting", {"r": 1})
+    tm.commit_task_res(str(task_id), 5)
+    assert tm.re_query(task_id)["res"] == 5
+    with pytest.raises(UnknownTaskError, match="999999"):
+        tm.commit_task_res("999999", 1)
+
+
+def test_insert_task_def_inserts_a_waiting_task_once_and_returns_its_id(tm):
+    first = tm.insert_task_def({"model": "lgb", "seg": ("2017-01-02", "2017-12-29")})
+    assert first.created and tm.re_query(first.inserted_id)["status"] == "waiting"
+    again = tm.insert_task_def({"seg": ["2017-01-02", "2017-12-29"], "model": "lgb"})
+    assert again.inserted_id == first.inserted_id and not again.created
+    assert tm.create_task([{"model": "lgb", "seg": ["2017-01-02", "2017-12-29"]}]) == [
+        first.inserted_id]
+
+
+def test_insert_task_inserts_a_raw_record(tm):
+    done = tm.insert_task({"def": {"a": 1}, "filter": {"a": 1}, "status": "done",
+                           "res": {"ic": 0.1}, "priority": 3})
+    task = tm.re_query(done.inserted_id)
+    assert (task["def"], task["status"], task["res"], task["priority"]) == (
+        {"a": 1}, "done", {"ic": 0.1}, 3)
+    plain = tm.insert_task({"def": {"a": 2}})
+    assert tm.fetch_task()["_id"] == plain.inserted_id
+    existing = tm.insert_task({"def": {"a": 1}, "status": "waiting"})
+    assert existing.inserted_id == done.inserted_id and not existing.created
+    assert tm.re_query(done.inserted_id)["status"] == "done"  # left as it was
+
+
+def test_insert_task_refuses_what_the_pool_sets_itself(tm):
+    with pytest.raises(ValueError, match=r"\['_id', 'lease'\]"):
+        tm.insert_task({"def": {"a": 1}, "_id": "7", "lease": None})
+    with pytest.raises(ValueError, match="'running'"):
+        tm.insert_task({"def": {"a": 1}, "status": "running"})
+    with pytest.raises(ValueError, match="'def'"):
+        tm.insert_task({"status": "waiting"})
+    with pytest.raises(ValueError, match="filter"):
+        tm.insert_task({"def": {"a": 1}, "filter": {"a": 2}})
+    assert tm.task_stat() == {}
+
+
+@pytest.mark.parametrize("status", ["running", "waiting", "failed", "cancelled", ""])
+def test_run_task_and_run_one_refuse_an_after_status_that_strands_the_task(tm, status):
+    tm.create_task([{"a": 1}])
+    with pytest.raises(ValueError, match=f"after_status {status!r}|non-empty"):
+        run_task(pool_handlers.pid, tm.task_pool, storage=tm.store, after_status=status)
+    with pytest.raises(ValueError, match=f"after_status {status!r}|non-empty"):
+        tm.run_one(pool_handlers.pid, after_status=status)
+    assert tm.task_stat() == {"waiting": 1}  # nothing was claimed
+
+
+def test_run_task_commits_into_a_custom_status(tm):
+    (task_id,) = tm.create_task([{"a": 1}])
+    assert run_task(lambda param: "ok", tm.task_pool, storage=tm.store, after_status="reviewed")
+    assert tm.re_query(task_id)["status"] == "reviewed"
+    assert tm.wait(timeout=0.1) == {"reviewed": 1}
+
+
+def test_a_task_function_that_calls_sys_exit_fails_its_attempt(tm):
+    tm.retry_policy = RetryPolicy(max_attempts=2, backoff_seconds=0)
+    (task_id,) = tm.create_task([{"a": 1}])
+    with pytest.raises(TaskFunctionExit, match=r"sys\.exit\(3\)"):
+        run_task(pool_handlers.exit_now, tm.task_pool, storage=tm.store,
+                 retry_policy=tm.retry_policy)
+    assert tm.run_one(pool_handlers.exit_now, on_error="retry") == "failed"
+    task = tm.re_query(task_id)
+    assert task["status"] == "failed" and task["error"]["type"].endswith("TaskFunctionExit")
+    assert [entry["outcome"] for entry in task["attempts"]] == ["error", "error"]
+
+
+def test_force_release_runs_the_initializer_in_the_child_before_the_task(tmp_path):
+    store: Store = get_storage(f"sqlite:///{tmp_path}/p.db")
+    tm = TaskManager("init", store)
+    tm.create_task([{"n": 1}, {"n": 2}])
+    assert run_task(pool_handlers.setup_seen, "init", storage=store, force_release=True,
+                    initializer=pool_handlers.set_up, initargs=("qlib ready",))
+    seen = [task["res"] for task in tm.query()]
+    assert [(s["setup"], s["calls"]) for s in seen] == [("qlib ready", 1)] * 2
+    assert len({s["pid"] for s in seen}) == 2 and os.getpid() not in {s["pid"] for s in seen}
+    assert os.environ.get(pool_handlers.SETUP_ENV) is None  # the parent was not set up
+
+
+def test_an_initializer_without_force_release_is_refused_before_claiming(tm):
+    tm.create_task([{"a": 1}])
+    with pytest.raises(ValueError, match="force_release"):
+        run_task(pool_handlers.setup_seen, tm.task_pool, storage=tm.store,
+                 initializer=pool_handlers.set_up)
+    assert tm.task_stat() == {"waiting": 1}
+
+
+def test_wait_hands_every_count_it_reads_to_progress(tm):
+    tm.create_task([{"a": 1}, {"a": 2}])
+    tm.commit_task_res(tm.fetch_task(), 1)
+    seen: list[dict[str, int]] = []
+    with pytest.raises(TimeoutError):
+        tm.wait(timeout=0.15, poll_seconds=0.05, progress=seen.append)
+    assert len(seen) >= 2 and all(stat == {"done": 1, "waiting": 1} for stat in seen)
+    run_task(lambda param: param, tm.task_pool, storage=tm.store)
+    seen.clear()
+    assert tm.wait(progress=seen.append) == {"done": 2}
+    assert seen == [{"done": 2}]

@@ -10,6 +10,8 @@ from pydantic import ValidationError
 from taskloom.manager import TaskManager, run_task
 from taskloom.retry import RetryPolicy, error_info, failures
 
+from pool import pool_handlers
+
 
 def explode(param, **kwargs):
     raise RuntimeError(f"cannot train {param['name']}")
@@ -50,6 +52,16 @@ def test_error_info_names_the_type_message_and_traceback():
         info = error_info(exc)
     assert info["type"] == "RuntimeError" and info["message"] == "cannot train lgb"
     assert "in explode" in info["traceback"]
+
+
+def test_error_info_survives_an_exception_whose_str_raises():
+    try:
+        pool_handlers.fail_unprintably({})
+    except pool_handlers.UnprintableError as exc:
+        info = error_info(exc)
+    assert info["type"] == "pool.pool_handlers.UnprintableError"
+    assert "str() of the exception failed: RuntimeError" in info["message"]
+    assert "in fail_unprintably" in info["traceback"]
 
 
 def test_a_failing_task_waits_out_its_backoff_then_fails_with_traceback_and_history(tm):
@@ -120,6 +132,18 @@ def test_a_commit_clears_the_error_of_earlier_attempts(tm):
     assert tm.re_query(task_id)["error"]["message"] == "flaky"
     run_task(lambda param: 1, tm.task_pool, storage=tm.store)
     assert tm.re_query(task_id)["error"] is None
+
+
+def test_a_commit_inside_safe_fetch_task_clears_the_error_of_earlier_attempts(tm):
+    (task_id,) = tm.create_task([{"a": 1}])
+    with pytest.raises(ValueError), tm.safe_fetch_task():
+        raise ValueError("flaky")
+    assert tm.re_query(task_id)["error"]["message"] == "flaky"
+    with tm.safe_fetch_task() as task:
+        tm.commit_task_res(task, 1)
+    task = tm.re_query(task_id)
+    assert task["status"] == "done" and task["error"] is None
+    assert [entry["outcome"] for entry in task["attempts"]] == ["error", "done"]
 
 
 def test_a_task_manager_has_a_default_policy():

@@ -309,12 +309,24 @@ def reap_command(pool: str, storage: str | None) -> None:
 def wait_command(pool: str, storage: str | None, query_text: str | None,
                  timeout: float | None, poll_seconds: float) -> None:
     """Block until no task of POOL is waiting, running or part_done."""
+    from rich.progress import Progress
+
     tm = _manager(pool, storage)
-    try:
-        stat = tm.wait(parse_query(query_text), timeout=timeout, poll_seconds=poll_seconds)
-    except TimeoutError as exc:
-        err_console.print(f"[bold red]timeout:[/] {exc}", highlight=False)
-        sys.exit(1)
+    with Progress(console=err_console, disable=not err_console.is_terminal) as progress:
+        bar = progress.add_task(pool, total=None)
+
+        def show(stat: Mapping[str, int]) -> None:
+            total = sum(stat.values())
+            undone = sum(stat.get(status, 0) for status in UNDONE)
+            progress.update(bar, total=total, completed=total - undone)
+
+        try:
+            stat = tm.wait(parse_query(query_text), timeout=timeout, poll_seconds=poll_seconds,
+                           progress=show)
+        except TimeoutError as exc:
+            progress.stop()
+            err_console.print(f"[bold red]timeout:[/] {exc}", highlight=False)
+            sys.exit(1)
     summary = ", ".join(f"{n} {status}" for status, n in _ordered(stat))
     console.print(f"nothing left to do: {summary or 'no tasks'}")
     if stat.get(FAILED) or stat.get(CANCELLED):

@@ -7,11 +7,18 @@ import sys
 
 import click
 
-from taskloom import registry
 from taskloom.cli.common import parse_query, query_option, storage_option
 from taskloom.retry import RetryPolicy
-from taskloom.status import DONE
-from taskloom.worker import DEFAULT_WORKER_LEASE_SECONDS, WorkerConfig, open_manager, serve
+from taskloom.status import DONE, check_after_status
+from taskloom.worker import DEFAULT_WORKER_LEASE_SECONDS, WorkerConfig, check_config, serve
+
+
+def _after_status(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--after-status``: a status a run may end in (done, part_done or a custom one)."""
+    try:
+        return check_after_status(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
 
 
 @click.command("worker")
@@ -22,7 +29,7 @@ from taskloom.worker import DEFAULT_WORKER_LEASE_SECONDS, WorkerConfig, open_man
 @click.option("-c", "--concurrency", default=1, show_default=True, type=click.IntRange(1),
               help="Worker processes.")
 @click.option("--max-tasks", type=click.IntRange(1),
-              help="Exit after this many tasks (per process).")
+              help="Exit after this many attempts (per process; a retried task counts again).")
 @click.option("--idle-exit", type=click.FloatRange(0), metavar="SECONDS",
               help="Exit after this long without a claimable task (default: keep polling).")
 @click.option("--lease", "lease_seconds", default=DEFAULT_WORKER_LEASE_SECONDS, show_default=True,
@@ -38,11 +45,17 @@ from taskloom.worker import DEFAULT_WORKER_LEASE_SECONDS, WorkerConfig, open_man
 @query_option
 @click.option("--before-status", type=click.Choice(["waiting", "part_done"]), default="waiting",
               show_default=True, help="Run tasks in this status (part_done: the handler gets res).")
-@click.option("--after-status", default=DONE, show_default=True, help="Status of a committed task.")
+@click.option("--after-status", default=DONE, show_default=True, callback=_after_status,
+              help="Status of a committed task: done, part_done or a custom one "
+                   "(not waiting, running, failed or cancelled).")
+@click.option("--init", "initializer", metavar="module:function",
+              help="Run this function once in each worker process before its first task "
+                   "(e.g. one that calls qlib.init()).")
 def worker_command(pool: str, storage: str | None, handler: str, concurrency: int,
                    max_tasks: int | None, idle_exit: float | None, lease_seconds: float,
                    max_attempts: int, backoff_seconds: float, stop_on_error: bool,
-                   query_text: str | None, before_status: str, after_status: str) -> None:
+                   query_text: str | None, before_status: str, after_status: str,
+                   initializer: str | None) -> None:
     """Run tasks of POOL: claim, run the handler, commit, in N processes.
 
     SIGTERM or SIGINT: the running task is given back at once, then the worker exits 0.
@@ -51,10 +64,9 @@ def worker_command(pool: str, storage: str | None, handler: str, concurrency: in
         pool=pool, storage=storage, handler=handler, concurrency=concurrency,
         max_tasks=max_tasks, idle_exit=idle_exit, lease_seconds=lease_seconds,
         query=parse_query(query_text), before_status=before_status, after_status=after_status,
-        stop_on_error=stop_on_error,
+        stop_on_error=stop_on_error, initializer=initializer,
         retry_policy=RetryPolicy(max_attempts=max_attempts, backoff_seconds=backoff_seconds),
     )
-    registry.resolve_callable(config.handler, "handler")
-    open_manager(config)
+    check_config(config)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     sys.exit(serve(config))
