@@ -36,6 +36,7 @@ from taskloom.attempt import (
     without_token,
 )
 from taskloom.errors import LeaseLostError, TaskEncodingError, UnknownTaskError
+from taskloom.jsontypes import restore, type_map
 from taskloom.outcome import Outcome
 from taskloom.retry import RetryPolicy
 from taskloom.status import check_after_status
@@ -84,6 +85,19 @@ def _canonical_def(task: Any, i: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise TaskEncodingError(f"task {i}: a task definition is a dict, got {task!r:.80}")
     return data
+
+
+def _typed(record: Record) -> Record:
+    """The record with its definition given back the types it was submitted with.
+
+    The pool keeps a definition as plain JSON plus a type map (:mod:`taskloom.jsontypes`), so
+    a task function or a qlib ``rec_key_func`` gets tuples of ``pd.Timestamp`` back, not lists
+    of strings.
+    """
+    types = record.get("types")
+    if not types:
+        return record
+    return {**record, "def": restore(record["def"], types)}
 
 
 def check_run_args(
@@ -193,7 +207,9 @@ class TaskManager:
         to the existing id. The batch is checked first and inserted atomically: a task with
         no JSON form raises :class:`TaskEncodingError` naming it, and nothing is inserted.
         ``dry_run`` inserts nothing and returns ``[]``; ``print_nt`` prints each task the
-        (real or dry) run creates, once.
+        (real or dry) run creates, once. A task comes back from the pool with the types it was
+        submitted with (tuples, ``pd.Timestamp``...); of equal tasks, the first stored keeps
+        its types.
         """
         # Each task is converted once, to the canonical data the store keeps; its key hashes
         # that data and the store accepts it after a cheap check (Pool.insert_many's contract).
@@ -203,13 +219,15 @@ class TaskManager:
             tasks.append(task)
             defs.append(_canonical_def(task, i))
         keys = [data_key(data) for data in defs]
+        types = [type_map(task) for task in tasks]
         if dry_run:
             existing = self.pool.ids_for_keys(keys)
             new = {key: task for key, task in zip(keys, tasks, strict=True) if key not in existing}
             created = list(new.values())
             ids: list[str] = []
         else:
-            results = self.pool.insert_many(list(zip(keys, defs, strict=True)), time.time())
+            results = self.pool.insert_many(list(zip(keys, defs, types, strict=True)),
+                                            time.time())
             created = [task for task, (_, new_) in zip(tasks, results, strict=True) if new_]
             ids = [task_id for task_id, _ in results]
         if print_nt:
@@ -263,7 +281,8 @@ class TaskManager:
             raise TypeError(f"insert_task: priority must be an int, got {priority!r}")
         if priority:
             changes["priority"] = priority
-        ((task_id, created),) = self.pool.insert_many([(data_key(data), data)], time.time())
+        ((task_id, created),) = self.pool.insert_many(
+            [(data_key(data), data, type_map(task["def"]))], time.time())
         if created and changes:
             # a worker may claim the new waiting task in between; setting the status takes
             # it back (its commit is then rejected), so the record ends as the caller asked
@@ -286,7 +305,8 @@ class TaskManager:
         attempts it is marked ``failed`` instead and the next task is claimed. None when
         nothing is claimable.
         """
-        return self.attempts.claim(_query(query), status)
+        task = self.attempts.claim(_query(query), status)
+        return None if task is None else _typed(task)
 
     @contextmanager
     def safe_fetch_task(
@@ -413,7 +433,7 @@ class TaskManager:
         ``decode`` is accepted for qlib code; payloads are JSON, so there is nothing to
         decode and the flag changes nothing.
         """
-        return map(without_token, self.pool.find(_query(query)))
+        return (_typed(without_token(task)) for task in self.pool.find(_query(query)))
 
     def re_query(self, _id: Any) -> Record:
         """The task with this id, without its lease token.
@@ -423,7 +443,7 @@ class TaskManager:
         task = self.pool.get(str(_id))
         if task is None:
             raise UnknownTaskError(f"no task with id {str(_id)!r} in pool {self.task_pool!r}")
-        return without_token(task)
+        return _typed(without_token(task))
 
     def task_stat(self, query: Mapping[str, Any] | None = None) -> dict[str, int]:
         """``{status: count}`` over the matching tasks, counted by the store's index."""
