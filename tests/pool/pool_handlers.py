@@ -53,6 +53,13 @@ def fail(param: Any, **kwargs: Any) -> None:
     raise RuntimeError(f"task {param!r} cannot succeed")
 
 
+def fail_on_poison(param: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """Raise for a task marked ``poison``, return the task's number otherwise."""
+    if param.get("poison"):
+        raise RuntimeError("poisoned task")
+    return {"i": param["i"]}
+
+
 def exit_now(param: Any, **kwargs: Any) -> None:
     """Call ``sys.exit(3)``, as a script-minded handler might."""
     sys.exit(3)

@@ -11,11 +11,14 @@ import random
 import signal
 import subprocess
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
+from taskloom.cli import main
 from taskloom.manager import TaskManager
 from taskloom.worker import WorkerConfig, work
 
@@ -65,7 +68,7 @@ def test_four_worker_processes_drain_2000_tasks_each_committed_exactly_once(sqli
     for task in tm.query():
         assert task["attempt"] == 1 and len(commits(task)) == 1
         assert task["res"]["i"] == task["def"]["i"]
-    assert err.count("tasks (") == 4  # one summary line per process
+    assert err.count("attempts (") == 4  # one summary line per process
 
 
 @pytest.mark.parametrize("concurrency", ["1", "2"])
@@ -203,4 +206,178 @@ def test_worker_config_rejects_bad_settings():
         WorkerConfig(pool="p", handler="noop", concurrency=0)
     with pytest.raises(ValueError):
         WorkerConfig(pool="p", handler="noop", before_status="running")
-    assert os.environ.get("TASKLOOM_STORAGE") is None
+    for stranding in ("running", "waiting", "failed", "cancelled"):
+        with pytest.raises(ValueError, match=f"after_status {stranding!r} is not allowed"):
+            WorkerConfig(pool="p", handler="noop", after_status=stranding)
+    assert WorkerConfig(pool="p", handler="noop", after_status="reviewed").after_status == (
+        "reviewed")
+
+
+def test_work_counts_a_handler_that_calls_sys_exit_as_a_failed_attempt(tmp_path):
+    url = f"sqlite:///{tmp_path}/w.db"
+    tm = TaskManager("w", url)
+    (task_id,) = tm.create_task([{"i": 0}])
+    tm.create_task([{"i": 1}])
+    config = WorkerConfig(pool="w", storage=url, handler="pool.pool_handlers:exit_now",
+                          idle_exit=0, retry_policy={"max_attempts": 2, "backoff_seconds": 0})
+    assert work(config) == Counter({"retried": 2, "failed": 2})
+    task = tm.re_query(task_id)
+    assert task["status"] == "failed" and "sys.exit(3)" in task["error"]["message"]
+    assert tm.task_stat() == {"failed": 2}
+
+
+def test_work_records_an_exception_whose_str_raises_and_carries_on(tmp_path):
+    url = f"sqlite:///{tmp_path}/w.db"
+    tm = TaskManager("w", url)
+    tm.create_task([{"i": 0}, {"i": 1}])
+    config = WorkerConfig(pool="w", storage=url, handler="pool.pool_handlers:fail_unprintably",
+                          idle_exit=0, retry_policy={"max_attempts": 1})
+    assert work(config) == Counter({"failed": 2})
+    for task in tm.query():
+        assert task["status"] == "failed" and task["lease"] is None
+        assert task["error"]["type"] == "pool.pool_handlers.UnprintableError"
+
+
+def worker_cli(url: str, *args: str):
+    """``taskloom worker`` in-process; for arguments refused before any worker starts."""
+    return CliRunner().invoke(main, ["worker", "p", "--storage", url, *args])
+
+
+def test_the_worker_refuses_an_after_status_that_strands_tasks(sqlite_url):
+    TaskManager("p", sqlite_url).create_task([{"i": 0}])
+    for status in ("running", "waiting", "failed", "cancelled"):
+        result = worker_cli(sqlite_url, "--handler", "noop", "--after-status", status)
+        assert result.exit_code == 2
+        assert "Invalid value for '--after-status'" in result.output and repr(status) in (
+            result.output)
+    assert TaskManager("p", sqlite_url).task_stat() == {"waiting": 1}
+
+
+@pytest.mark.parametrize(("source", "shown"), [
+    (None, "ModuleNotFoundError: No module named 'handler_module_"),
+    ("def train(param:\n", "SyntaxError"),
+    ("raise RuntimeError('needs a GPU')\n", "RuntimeError: needs a GPU"),
+    ("train = 5\n", "is not callable (it is the int 5)"),
+    ("x = 1\n", "has no 'train'"),
+])
+def test_the_worker_says_why_a_handler_cannot_be_loaded(sqlite_url, tmp_path, monkeypatch,
+                                                       source, shown):
+    TaskManager("p", sqlite_url).create_task([{"i": 0}])
+    module = f"handler_module_{uuid.uuid4().hex[:8]}"
+    if source is not None:
+        (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for option in ("--handler", "--init"):
+        args = (["--handler", f"{module}:train"] if option == "--handler"
+                else ["--handler", "noop", "--init", f"{module}:train"])
+        result = worker_cli(sqlite_url, *args)
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"error: {option} '{module}:train'") and shown in line, line
+    assert TaskManager("p", sqlite_url).task_stat() == {"waiting": 1}
+
+
+def test_the_worker_checks_its_query_before_starting(sqlite_url):
+    TaskManager("p", sqlite_url).create_task([{"i": 0}])
+    result = worker_cli(sqlite_url, "--handler", "noop", "--query", '{"$regex": 1}')
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error:") and "$regex" in line
+    assert TaskManager("p", sqlite_url).task_stat() == {"waiting": 1}
+
+
+def test_a_stop_after_the_claim_gives_the_task_back_before_the_handler_runs(sqlite_url,
+                                                                            tmp_path):
+    tm = TaskManager("early", sqlite_url)
+    (task_id,) = tm.create_task([{"i": 0}])
+    log = tmp_path / "runs.log"
+    worker = start_worker(sqlite_url, "early", log, "--handler", "pool_handlers:record",
+                          "--init", "pool_handlers:stop_on_claim", "--idle-exit", "5")
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert "1 attempts (1 returned)" in err
+    task = tm.re_query(task_id)
+    assert task["status"] == "waiting" and task["lease"] is None
+    assert [entry["outcome"] for entry in task["attempts"]] == ["returned"]
+    assert not log.exists()  # the handler never ran
+
+
+def test_init_runs_once_in_each_worker_process_before_its_first_task(sqlite_url, tmp_path):
+    tm = TaskManager("init", sqlite_url)
+    tm.create_task([{"i": i} for i in range(40)])
+    worker = start_worker(sqlite_url, "init", tmp_path / "runs.log", "-c", "2",
+                          "--handler", "pool_handlers:setup_seen",
+                          "--init", "pool_handlers:set_up", "--idle-exit", "1")
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    seen = [task["res"] for task in tm.query()]
+    assert len(seen) == 40 and all(s["setup"] == "ready" and s["calls"] == 1 for s in seen)
+    assert worker.pid not in {s["pid"] for s in seen}
+
+
+def test_the_parent_exits_non_zero_when_one_of_its_workers_fails(sqlite_url, tmp_path):
+    tm = TaskManager("mixed", sqlite_url)
+    (poison,) = tm.create_task([{"poison": True}])
+    tm.create_task([{"i": i} for i in range(20)])
+    worker = start_worker(sqlite_url, "mixed", tmp_path / "runs.log", "-c", "2",
+                          "--handler", "pool_handlers:fail_on_poison", "--stop-on-error",
+                          "--max-attempts", "1", "--idle-exit", "1")
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 1, err
+    assert err.count("stopped on error: RuntimeError") == 1  # one child failed ...
+    assert err.count("attempts (") == 1  # ... and the other ended normally
+    assert "exited with code 1" in err
+    assert tm.re_query(poison)["status"] == "failed"
+    assert tm.task_stat() == {"failed": 1, "done": 20}
+
+
+def child_pids(parent: int) -> set[int]:
+    """The ids of the live processes whose parent is ``parent`` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_while_the_children_start_stops_them_all_and_exits_0(sqlite_url, tmp_path):
+    tm = TaskManager("boot", sqlite_url)
+    tm.create_task([{"i": i, "seconds": 60} for i in range(4)])
+    worker = start_worker(sqlite_url, "boot", tmp_path / "runs.log", "-c", "2",
+                          "--handler", "pool_handlers:record_slowly")
+    wait_until(lambda: len(child_pids(worker.pid)) >= 2, 60, "the children to be started")
+    children = child_pids(worker.pid)
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    wait_until(lambda: not any(alive(pid) for pid in children), 10, "the children to end")
+    assert tm.task_stat() == {"waiting": 4}
+
+
+def test_the_parent_names_a_worker_that_was_killed_and_exits_non_zero(sqlite_url, tmp_path):
+    tm = TaskManager("killed", sqlite_url)
+    tm.create_task([{"i": i, "seconds": 60} for i in range(2)])
+    worker = start_worker(sqlite_url, "killed", tmp_path / "runs.log", "-c", "2",
+                          "--handler", "pool_handlers:record_slowly")
+    wait_until(lambda: tm.task_stat() == {"running": 2}, 60, "both tasks to start")
+    victim, survivor = (int(task["lease"]["owner"].split(":")[1]) for task in tm.query())
+    os.kill(victim, signal.SIGKILL)
+    time.sleep(0.3)
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 1
+    assert f"worker process {victim} was killed by signal SIGKILL" in err
+    assert f"worker process {survivor}" not in err and not alive(survivor)
