@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -138,7 +139,10 @@ def test_submit_to_a_pool_is_idempotent(tmp_path):
     assert "0 new, 4 already there" in again.stdout
     tasks = list(TaskManager("study", storage=storage).query())
     assert [t["status"] for t in tasks] == ["waiting"] * 4
-    assert tasks[3]["def"]["dataset"]["kwargs"]["segments"]["test"] == ["2019-12-09", "2020-11-27"]
+    test = tasks[3]["def"]["dataset"]["kwargs"]["segments"]["test"]
+    assert test == (pd.Timestamp("2019-12-09"), pd.Timestamp("2020-11-27"))  # as generated
+    stored = TaskManager("study", storage=storage).pool.get(tasks[3]["_id"])
+    assert stored["def"]["dataset"]["kwargs"]["segments"]["test"] == ["2019-12-09", "2020-11-27"]
 
 
 def test_a_task_without_json_form_writes_no_file(tmp_path):

@@ -39,7 +39,9 @@ def test_equal_tasks_dedupe_whatever_their_key_order_and_date_types(tm):
         {"m": {"y": 2, "x": 1}, "seg": [dt.date(2017, 1, 2), dt.datetime(2017, 12, 20)]},
     ])
     assert ids[0] == ids[1]
-    assert tm.re_query(ids[0])["def"]["seg"] == ["2017-01-02", "2017-12-20"]
+    assert tm.pool.get(ids[0])["def"]["seg"] == ["2017-01-02", "2017-12-20"]  # stored as JSON
+    # ... and given back with the types of the first submission, which the pool kept
+    assert tm.re_query(ids[0])["def"]["seg"] == ("2017-01-02", "2017-12-20")
 
 
 def test_a_task_without_json_form_is_rejected_naming_it_and_nothing_is_inserted(tm):
