@@ -142,8 +142,9 @@ class TaskManager:
     Records returned are the store's records: ``task["_id"]``, ``task["def"]``,
     ``task["status"]``, ``task["res"]`` as in qlib, plus ``priority``, ``attempt``, ``lease``,
     ``attempts`` (the history) and ``error``. Only a fetch returns the lease's ``token``.
-    With ``create=False`` an unknown pool raises :class:`~taskloom.errors.UnknownNameError`
-    instead of being created.
+    With ``create=False`` nothing is created: a URL naming no store yet is a
+    :class:`~taskloom.errors.StorageError` and an unknown pool an
+    :class:`~taskloom.errors.UnknownNameError` (what workers and the pool commands use).
     """
 
     STATUS_WAITING = WAITING
@@ -165,7 +166,7 @@ class TaskManager:
         if not lease_seconds > 0:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
         self.task_pool = task_pool
-        self.store = get_storage(storage)
+        self.store = get_storage(storage, create=create)
         self.pool = self.store.pool(task_pool, create=create)
         self.lease_seconds = float(lease_seconds)
         #: the attempt state machine every claim, commit and return goes through

@@ -54,7 +54,7 @@ from typing import Any
 
 from taskloom.errors import QueryError, StorageError, TaskEncodingError
 from taskloom.record import RECORD_FIELDS
-from taskloom.taskkey import canonical_text, is_canonical, to_canonical
+from taskloom.taskkey import INT64_MAX, INT64_MIN, canonical_text, is_canonical, to_canonical
 
 COMPARISONS: tuple[str, ...] = ("$lt", "$lte", "$gt", "$gte")
 OPERATORS: tuple[str, ...] = ("$eq", "$ne", "$in", "$nin", *COMPARISONS, "$exists")
@@ -74,8 +74,6 @@ FIELD_KINDS: dict[str, tuple[str, ...]] = {
 #: how deeply a query may nest, in ``$and``/``$or`` levels and, separately, in lists and dicts
 #: inside one value (MongoDB's own document limit); deeper input would exhaust Python's stack
 MAX_DEPTH = 100
-#: the integers every store holds and compares exactly (SQLite and BSON integers are 64-bit)
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -309,13 +307,13 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
             )
         if field in UNSETTABLE:
             raise QueryError(f"cannot set {field!r}: it is managed by the store")
+        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+            raise QueryError(f"cannot set {field!r} to {_int_text(value)}: it is outside "
+                             "the 64-bit integer range that stores hold")
         try:
             out[field] = to_canonical(value)
         except TaskEncodingError as exc:
             raise TaskEncodingError(f"cannot set {field!r}: {exc}") from exc
-        if type(out[field]) is int and not INT64_MIN <= out[field] <= INT64_MAX:
-            raise QueryError(f"cannot set {field!r} to {_int_text(out[field])}: it is outside "
-                             "the 64-bit integer range that stores hold")
         kinds = FIELD_KINDS.get(field)
         if kinds and value_kind(out[field]) not in kinds:
             raise QueryError(f"cannot set {field!r} to {value!r:.80}: it holds a {kinds[0]}")

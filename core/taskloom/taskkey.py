@@ -43,6 +43,8 @@ class _Unencodable(Exception):
 #: integral floats up to this magnitude are exact ints; beyond it they stay floats (an int that
 #: large would not fit a BSON int64, and a float that large is not a count of anything)
 EXACT_INT_LIMIT = 2**53
+#: the integers a task or result may hold: what SQLite and MongoDB store (BSON int64)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _date_text(value: dt.datetime | dt.date) -> str:
@@ -57,6 +59,13 @@ def _date_text(value: dt.datetime | dt.date) -> str:
             return value.date().isoformat()
         return value.isoformat()
     return value.isoformat()
+
+
+def _int(value: int) -> int:
+    """An int that every store can hold (MongoDB and SQLite keep 64 bits)."""
+    if INT64_MIN <= value <= INT64_MAX:
+        return value
+    raise _Unencodable(f"{value} is outside the 64-bit integer range that stores hold")
 
 
 def _float(value: float, canonical: bool) -> float | int:
@@ -77,8 +86,10 @@ def _convert(value: Any, canonical: bool) -> JSONValue:
     Exact JSON types go first.
     """
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or kind is bool or value is None:
         return value
+    if kind is int:
+        return _int(value)
     if kind is dict:
         return _convert_dict(value, canonical)
     if kind is list or kind is tuple:
@@ -123,7 +134,7 @@ def _convert_other(value: Any, canonical: bool) -> JSONValue:
     if isinstance(value, bool | str):
         return value
     if isinstance(value, int):
-        return int(value)
+        return _int(int(value))
     if isinstance(value, float):
         return _float(float(value), canonical)
     if isinstance(value, Mapping):
@@ -224,8 +235,10 @@ def is_canonical(value: Any) -> bool:
             if not is_canonical(item):
                 return False
         return True
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or kind is bool or value is None:
         return True
+    if kind is int:
+        return INT64_MIN <= value <= INT64_MAX
     return (kind is float and math.isfinite(value)
             and not (value.is_integer() and -EXACT_INT_LIMIT <= value <= EXACT_INT_LIMIT))
 

@@ -89,3 +89,9 @@ def test_a_store_that_must_exist_is_never_created(tmp_path):
     assert list(tmp_path.iterdir()) == []
     TaskManager("p", f"sqlite:///{missing}").create_task([{"a": 1}])
     assert get_storage(f"sqlite:///{missing}", create=False).list_pools() == ["p"]
+
+
+def test_a_task_with_an_integer_beyond_64_bits_is_refused_alike_on_every_backend(tm):
+    with pytest.raises(TaskEncodingError, match=r"task 1: i: .* is outside the 64-bit integer"):
+        tm.create_task([{"i": 1}, {"i": 2**70}])
+    assert tm.task_stat() == {}

@@ -286,6 +286,14 @@ def test_the_worker_checks_its_query_before_starting(sqlite_url):
     assert TaskManager("p", sqlite_url).task_stat() == {"waiting": 1}
 
 
+def test_a_worker_never_creates_a_store(tmp_path):
+    typo = tmp_path / "typo.db"
+    result = worker_cli(f"sqlite:///{typo}", "--handler", "noop")
+    assert result.exit_code == 2
+    assert "no such store" in result.stderr and str(typo) in result.stderr
+    assert not typo.exists()
+
+
 def test_a_stop_after_the_claim_gives_the_task_back_before_the_handler_runs(sqlite_url,
                                                                             tmp_path):
     tm = TaskManager("early", sqlite_url)

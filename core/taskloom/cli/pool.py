@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 from rich.json import JSON
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -52,7 +53,7 @@ status_option = click.option(
 
 def _manager(pool: str, storage: str | None) -> TaskManager:
     """The existing pool POOL of the existing store ``--storage`` names (neither is created)."""
-    return TaskManager(pool, get_storage(storage, create=False), create=False)
+    return TaskManager(pool, storage, create=False)
 
 
 def _check_ids(tm: TaskManager, ids: Sequence[str]) -> None:
@@ -313,7 +314,7 @@ def wait_command(pool: str, storage: str | None, query_text: str | None,
 
     tm = _manager(pool, storage)
     with Progress(console=err_console, disable=not err_console.is_terminal) as progress:
-        bar = progress.add_task(pool, total=None)
+        bar = progress.add_task(escape(pool), total=None)
 
         def show(stat: Mapping[str, int]) -> None:
             total = sum(stat.values())
@@ -325,12 +326,12 @@ def wait_command(pool: str, storage: str | None, query_text: str | None,
                            progress=show)
         except TimeoutError as exc:
             progress.stop()
-            err_console.print(f"[bold red]timeout:[/] {exc}", highlight=False)
+            err_console.print("[bold red]timeout:[/]", escape(str(exc)), highlight=False)
             sys.exit(1)
     summary = ", ".join(f"{n} {status}" for status, n in _ordered(stat))
-    console.print(f"nothing left to do: {summary or 'no tasks'}")
+    say(f"nothing left to do: {summary or 'no tasks'}")
     if stat.get(FAILED) or stat.get(CANCELLED):
-        console.print(f"see `taskloom ls {pool} --status failed` for the failures")
+        say(f"see `taskloom ls {pool} --status failed` for the failures")
 
 
 @click.command("remove")
