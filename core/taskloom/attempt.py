@@ -201,7 +201,7 @@ class Attempts:
                 return None
             if not self._fail_if_expired_out(task):
                 break
-        self._fire(plugins.hook().taskloom_task_claimed, task=without_token(task))
+        self._fire(plugins.hook().taskloom_task_claimed, task=task)
         return task
 
     @contextmanager
@@ -256,7 +256,7 @@ class Attempts:
         """
         record = self._end(task, {"status": status, "res": data, "error": None,
                                   "not_before": None}, status, "commit")
-        self._fire(plugins.hook().taskloom_task_finished, task=without_token(record),
+        self._fire(plugins.hook().taskloom_task_finished, task=record,
                    status=status)
         return record
 
@@ -291,7 +291,7 @@ class Attempts:
             record = self.pool.finish(task["_id"], token, {"status": FAILED, "error": error,
                                                            "not_before": None}, entry, now)
             if record is not None:
-                self._fire(plugins.hook().taskloom_task_failed, task=without_token(record),
+                self._fire(plugins.hook().taskloom_task_failed, task=record,
                            error=error)
                 return Outcome.FAILED
         else:
@@ -300,7 +300,7 @@ class Attempts:
                        "not_before": now + delay if delay else None}
             record = self.pool.finish(task["_id"], token, changes, entry, now)
             if record is not None:
-                self._fire(plugins.hook().taskloom_task_retried, task=without_token(record),
+                self._fire(plugins.hook().taskloom_task_retried, task=record,
                            error=error, delay=delay)
                 return Outcome.RETRIED
         log.warning("task %s: lease lost before its error could be recorded", task["_id"])
@@ -360,7 +360,7 @@ class Attempts:
             None, now,
         )
         if record is not None:
-            self._fire(plugins.hook().taskloom_task_failed, task=without_token(record),
+            self._fire(plugins.hook().taskloom_task_failed, task=record,
                        error=error)
         return True
 
@@ -413,15 +413,16 @@ class Attempts:
     # helpers
     # ----------------------------------------------------------------------------------------
 
-    def _fire(self, hook: HookCaller, **kwargs: Any) -> None:
-        """Call a lifecycle hook of this pool, unless no plugin implements it.
+    def _fire(self, hook: HookCaller, task: Record, **kwargs: Any) -> None:
+        """Call a lifecycle hook of this pool with ``task`` minus its lease token, if observed.
 
         A pluggy call costs microseconds even with no implementation, as much as the rest of
-        a no-op task's bookkeeping, so a pool without observers skips it. With tracing on
-        (``TASKLOOM_TRACE_PLUGINS``) every call is made, so that the trace shows it.
+        a no-op task's bookkeeping, so a pool without observers skips it (and the copy without
+        the token). With tracing on (``TASKLOOM_TRACE_PLUGINS``) every call is made, so that
+        the trace shows it.
         """
         if self._trace_hooks or hook.get_hookimpls():
-            hook(pool=self.pool.name, **kwargs)
+            hook(pool=self.pool.name, task=without_token(task), **kwargs)
 
     def _lost(self, task: Mapping[str, Any] | str, action: str) -> LeaseLostError:
         """The error for an ``action`` on a task whose lease is gone, naming task and holder."""

@@ -100,6 +100,10 @@ def _typed(record: Record) -> Record:
     return {**record, "def": restore(record["def"], types)}
 
 
+#: on_error values by name (an Enum lookup per task would cost as much as the check itself)
+_ON_ERRORS: dict[str, OnError] = {str(mode): mode for mode in OnError}
+
+
 def check_run_args(
     before_status: str,
     after_status: str,
@@ -114,7 +118,7 @@ def check_run_args(
             f"'part_done' (it gets the stored result), got {before_status!r}"
         )
     check_after_status(after_status)
-    if on_error not in tuple(OnError):
+    if on_error not in _ON_ERRORS:
         raise ValueError(f"on_error must be one of {[str(o) for o in OnError]}, got {on_error!r}")
     if initializer is not None and not force_release:
         raise ValueError(
@@ -122,7 +126,7 @@ def check_run_args(
             "process that runs each task; without force_release the task runs in this "
             "process, which you set up before calling"
         )
-    return OnError(on_error)
+    return _ON_ERRORS[on_error]
 
 
 @dataclass(frozen=True)
