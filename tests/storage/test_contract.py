@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support.mongo import corrupt_mongo_task
 from taskloom.storage import Store
 from taskloom.testing.backend import BackendContract, CorruptTask
 
@@ -52,10 +53,4 @@ class TestMongoBackend(BackendContract):
 
     @pytest.fixture
     def corrupt_task(self) -> CorruptTask:
-        def corrupt(store: Store, pool_name: str, task_id: str) -> None:
-            from bson import Binary, ObjectId
-
-            store.db[pool_name].update_one(  # type: ignore[attr-defined]
-                {"_id": ObjectId(task_id)}, {"$set": {"def": Binary(b"\x80\x04pickle")}})
-
-        return corrupt
+        return corrupt_mongo_task

@@ -12,10 +12,10 @@ from typing import Any
 
 import mongomock
 import pytest
+from support.mongo import corrupt_mongo_task
 from taskloom import task_key
 from taskloom.manager import TaskManager, run_task
 from taskloom.record import lost_attempt
-from taskloom.storage import Store
 from taskloom.stores import get_storage
 from taskloom.testing.backend import BackendContract, CorruptTask
 from taskloom_mongo import MongoStore
@@ -95,10 +95,4 @@ class TestMongomockBackend(BackendContract):
 
     @pytest.fixture
     def corrupt_task(self) -> CorruptTask:
-        def corrupt(store: Store, pool_name: str, task_id: str) -> None:
-            from bson import Binary, ObjectId
-
-            store.db[pool_name].update_one(  # type: ignore[attr-defined]
-                {"_id": ObjectId(task_id)}, {"$set": {"def": Binary(b"\x80\x04pickle")}})
-
-        return corrupt
+        return corrupt_mongo_task

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 URI_ENV = "TASKLOOM_TEST_MONGO_URI"
@@ -251,3 +252,14 @@ def describe() -> str:
     venv = secantus_venv()
     state = "" if is_ready(venv) else ", built there on first use (about a minute)"
     return f"SecantusDB {SECANTUS_VERSION} from {venv}{state}"
+
+
+def corrupt_mongo_task(store: Any, pool_name: str, task_id: str) -> None:
+    """Make one stored task unreadable the way a qlib-era pool is: a pickled ``def``.
+
+    The contract suite's ``corrupt_task`` for the MongoDB backend, on a server or mongomock.
+    """
+    from bson import Binary, ObjectId
+
+    store.db[pool_name].update_one({"_id": ObjectId(task_id)},
+                                   {"$set": {"def": Binary(b"\x80\x04pickle")}})
