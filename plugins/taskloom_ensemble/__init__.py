@@ -1,0 +1,1 @@
+"""Collector processors that group and ensemble collected results."""

@@ -1,0 +1,1 @@
+"""The ``merge`` collector: several collectors' results under one dict."""
