@@ -19,6 +19,7 @@ from taskloom.taskkey import canonical_json, task_key, to_jsonable
 
 if TYPE_CHECKING:
     from taskloom.calendar import TimeAdjuster, TradingCalendar
+    from taskloom.collector import Collector
     from taskloom.generation import TaskGen, task_generator
     from taskloom.manager import TaskManager, run_task
 
@@ -31,6 +32,7 @@ _LAZY = {
     "TaskGen": "taskloom.generation",
     "task_generator": "taskloom.generation",
     "TaskManager": "taskloom.manager",
+    "Collector": "taskloom.collector",
     "run_task": "taskloom.manager",
 }
 
@@ -62,6 +64,7 @@ def get_collector(name: str) -> Callable[..., Any]:
 
 
 __all__ = [
+    "Collector",
     "PluginInfo",
     "TaskGen",
     "TaskManager",
