@@ -20,6 +20,7 @@ from taskloom.taskkey import canonical_json, task_key, to_jsonable
 if TYPE_CHECKING:
     from taskloom.calendar import TimeAdjuster, TradingCalendar
     from taskloom.collector import Collector
+    from taskloom.ensemble import FLATTEN_TUPLE, Ensemble, Group, flatten_dict
     from taskloom.generation import TaskGen, task_generator
     from taskloom.manager import TaskManager, run_task
 
@@ -33,6 +34,10 @@ _LAZY = {
     "task_generator": "taskloom.generation",
     "TaskManager": "taskloom.manager",
     "Collector": "taskloom.collector",
+    "Ensemble": "taskloom.ensemble",
+    "FLATTEN_TUPLE": "taskloom.ensemble",
+    "Group": "taskloom.ensemble",
+    "flatten_dict": "taskloom.ensemble",
     "run_task": "taskloom.manager",
 }
 
@@ -64,7 +69,10 @@ def get_collector(name: str) -> Callable[..., Any]:
 
 
 __all__ = [
+    "FLATTEN_TUPLE",
     "Collector",
+    "Ensemble",
+    "Group",
     "PluginInfo",
     "TaskGen",
     "TaskManager",
@@ -72,6 +80,7 @@ __all__ = [
     "TradingCalendar",
     "__version__",
     "canonical_json",
+    "flatten_dict",
     "get_collector",
     "get_generator",
     "get_handler",

@@ -1,8 +1,9 @@
-"""The built-in ``rolling`` generator plugin (qlib's ``RollingGen``).
+"""The built-in ``rolling`` plugin: qlib's ``RollingGen`` and the processors that undo it.
 
-``taskloom.get_generator("rolling")(step=20, rtype="sliding", calendar=cal)`` builds one. The
-class lives in :mod:`taskloom_rolling.rolling`; it is imported only when a generator is looked
-up, so loading the plugin stays cheap.
+``taskloom.get_generator("rolling")(step=20, rtype="sliding", calendar=cal)`` builds the
+generator (:mod:`taskloom_rolling.rolling`); ``taskloom.get_processor("rolling_group")()``
+joins the collected windows again (:mod:`taskloom_rolling.ensemble`). Those modules are
+imported only when something of their kind is looked up, so loading the plugin stays cheap.
 """
 
 from __future__ import annotations
@@ -18,3 +19,12 @@ def taskloom_register_generators(register: Any) -> None:
     from taskloom_rolling.rolling import RollingGen
 
     register("rolling", RollingGen)
+
+
+@hookimpl
+def taskloom_register_processors(register: Any) -> None:
+    """Contribute ``rolling_ensemble`` and ``rolling_group``."""
+    from taskloom_rolling.ensemble import RollingEnsemble, RollingGroup
+
+    register("rolling_ensemble", RollingEnsemble)
+    register("rolling_group", RollingGroup)
