@@ -30,7 +30,8 @@ class RollingEnsemble(Ensemble):
             raise ValueError("RollingEnsemble got an empty dict: there are no windows to join")
         starts = []
         for key, value in ensemble_dict.items():
-            first = value.index.get_level_values(datetime_level(value, key)).min()
+            level = datetime_level(value, key)
+            first = value.index.get_level_values(level).min()
             # an empty window has no first date: it sorts first and adds no rows
             starts.append((0, 0) if pd.isna(first) else (1, first))
         values = list(ensemble_dict.values())
