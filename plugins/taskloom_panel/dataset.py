@@ -249,8 +249,8 @@ class PanelDataset:
             return features
         if method in DAILY_NORMALIZERS:
             by_day = features.groupby(level=0, sort=False)
-            if method == "cs_rank":
-                return by_day.rank(pct=True) - 0.5
+            if method == "cs_rank":  # ranks spread evenly over (-0.5, 0.5), centred on 0
+                return (by_day.rank() - 0.5) / by_day.transform("count") - 0.5
             return (features - by_day.transform("mean")) / by_day.transform("std")
         if method not in FITTED_NORMALIZERS:
             known = [*FITTED_NORMALIZERS, *DAILY_NORMALIZERS]
