@@ -131,12 +131,9 @@ def _resolve(config: Mapping[str, Any], default_module: Any, path: str) -> Calla
             f"{path}: {klass!r} is a pickle file; taskloom builds objects from configs only "
             "and never unpickles them"
         )
-    if ":" in klass:
-        module_name, attribute = klass.split(":", 1)
-        module, where = _import(module_name, f"{path}.class", klass), f"{path}.class"
-    elif "." in klass:
-        module_name, attribute = klass.rsplit(".", 1)
-        module, where = _import(module_name, f"{path}.class", klass), f"{path}.class"
+    if ":" in klass or "." in klass:
+        module_name, attribute = klass.split(":", 1) if ":" in klass else klass.rsplit(".", 1)
+        module = _import(module_name, f"{path}.class", klass)
     else:
         attribute = klass
         source = config.get("module_path", default_module)
