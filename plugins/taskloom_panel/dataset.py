@@ -215,6 +215,7 @@ class PanelDataset:
         return self._raw.index
 
     def __repr__(self) -> str:
+        """Size, features, label and segment names: what a log line needs."""
         return (
             f"PanelDataset({len(self._raw)} rows, {len(self.feature_columns)} features, "
             f"label {self.label_column!r}, segments {list(self.segments)})"
@@ -223,12 +224,14 @@ class PanelDataset:
     # ----------------------------------------------------------------------------------------
 
     def _named(self, name: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+        """The bounds of segment ``name``; an unknown name lists the defined ones."""
         if name not in self._bounds:
             raise PanelError(f"segment {name!r} is not defined; segments: {list(self._bounds)}")
         return self._bounds[name]
 
     def _fetch(self, bounds: tuple[pd.Timestamp | None, pd.Timestamp | None], col_set: Any,
                groups: list[str], data_key: str) -> pd.DataFrame:
+        """The rows between ``bounds`` with the columns ``col_set`` asks for."""
         lo, hi = _row_range(self._dates, *bounds)
         features = (self._raw[self.feature_columns] if data_key == DK_RAW
                     else self._features).iloc[lo:hi]

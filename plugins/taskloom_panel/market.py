@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from taskloom.calendar import TradingCalendar
 
-from taskloom_panel.dataset import INDEX
+from taskloom_panel.dataset import INDEX, PanelError
 
 
 def signal_features(n: int) -> list[str]:
@@ -71,9 +71,9 @@ def synthetic_market(
     names = _instrument_names(instruments)
     days = _days(calendar, start, end)
     if not 0 <= persistence < 1:
-        raise ValueError(f"persistence must be in [0, 1), got {persistence!r}")
+        raise PanelError(f"persistence must be in [0, 1), got {persistence!r}")
     if n_signal < 0 or n_noise < 0 or n_sectors < 1 or n_styles < 0:
-        raise ValueError("n_signal, n_noise and n_styles must be >= 0 and n_sectors >= 1")
+        raise PanelError("n_signal, n_noise and n_styles must be >= 0 and n_sectors >= 1")
     rng = np.random.default_rng(seed)
     n_days, n_inst = len(days), len(names)
     shape = (n_days, n_inst)
@@ -128,11 +128,11 @@ def _instrument_names(instruments: int | Sequence[str]) -> list[str]:
     """Instrument names from a count or a list, checked."""
     if isinstance(instruments, int):
         if instruments < 1:
-            raise ValueError(f"instruments must be >= 1, got {instruments}")
+            raise PanelError(f"instruments must be >= 1, got {instruments}")
         return [f"S{i:04d}" for i in range(instruments)]
     names = [str(name) for name in instruments]
     if not names or len(set(names)) != len(names):
-        raise ValueError("instruments must be a non-empty list of distinct names")
+        raise PanelError("instruments must be a non-empty list of distinct names")
     return sorted(names)
 
 
@@ -143,5 +143,5 @@ def _days(calendar: TradingCalendar | None, start: Any, end: Any) -> pd.Datetime
     first, last = calendar.align_indices((start, end), "market")
     days = calendar.days[first or 0:None if last is None else last + 1]
     if len(days) < 3:
-        raise ValueError(f"the market needs at least 3 trading days, got {len(days)}")
+        raise PanelError(f"the market needs at least 3 trading days, got {len(days)}")
     return days

@@ -68,6 +68,7 @@ class SklearnModel:
         return pd.Series(scores, index=features.index, name="score", dtype="float64")
 
     def __repr__(self) -> str:
+        """The adapter and its estimator's own repr."""
         return f"SklearnModel({self.estimator!r})"
 
     def _valid_kwargs(self, dataset: Any) -> dict[str, Any]:

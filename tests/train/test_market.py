@@ -12,6 +12,7 @@ from taskloom_panel import (
     NOISE_FEATURES,
     PRICE,
     SIGNAL_FEATURES,
+    PanelError,
     read_panel,
     synthetic_market,
     write_panel,
@@ -97,5 +98,5 @@ def test_a_market_written_to_a_file_reads_back_the_same(tmp_path, name):
     ],
 )
 def test_bad_parameters_are_named(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(PanelError, match=message):
         synthetic_market(**{"start": "2020-01-01", "end": "2020-02-28", **kwargs})
