@@ -4,8 +4,9 @@ around any scikit-learn-style estimator.
 The estimator is given as a config (``{"class": "sklearn.linear_model:Ridge", "kwargs": ...}``)
 or as an object; it needs only ``fit(X, y)`` and ``predict(X)``, so LightGBM's or XGBoost's
 scikit-learn classes work as well as scikit-learn's own. The dataset is read the way qlib's
-models read a DatasetH (``prepare`` with ``col_set`` and ``data_key``), so the adapter works
-on a :class:`~taskloom_panel.dataset.PanelDataset` and on qlib's own DatasetH.
+models read a DatasetH (``prepare`` with ``col_set`` and ``data_key``), so the adapter is
+meant for qlib's own DatasetH as well as :class:`~taskloom_panel.dataset.PanelDataset` (only
+the latter is tested: qlib is not a dependency).
 """
 
 from __future__ import annotations
