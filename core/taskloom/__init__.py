@@ -12,6 +12,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from taskloom.hookspecs import hookimpl
+
+# Imported eagerly, unlike the names in _LAZY: the function shares its module's name, and a
+# lazy export would be replaced by the module object as soon as anything imported
+# ``taskloom.instantiate``. It costs nothing: it needs only modules pluggy already loads.
+from taskloom.instantiate import instantiate
 from taskloom.plugins import PluginInfo, list_plugins
 from taskloom.registry import lookup as _lookup
 from taskloom.stores import get_storage
@@ -87,6 +92,7 @@ __all__ = [
     "get_processor",
     "get_storage",
     "hookimpl",
+    "instantiate",
     "list_plugins",
     "run_task",
     "task_generator",

@@ -52,3 +52,11 @@ class UnknownTaskError(TaskloomError, LookupError):
 
 class LeaseLostError(TaskloomError):
     """A worker acted on a task it no longer holds (its lease expired and was reclaimed)."""
+
+
+class ConfigError(TaskloomError, ValueError):
+    """A ``{class, module_path, kwargs}`` config cannot be built: a bad module, class or keyword.
+
+    The message names the config path (``model.kwargs.num_leaves``) and the bad value; the
+    underlying ImportError, AttributeError or TypeError is chained as the cause.
+    """

@@ -1,0 +1,1 @@
+"""Training: building objects from configs, the panel dataset, the model adapter, the market."""
