@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from taskloom.hookspecs import hookimpl
 from taskloom.plugins import PluginInfo, list_plugins
 from taskloom.registry import lookup as _lookup
+from taskloom.running import RunningTask, current_task
 from taskloom.stores import get_storage
 from taskloom.taskkey import canonical_json, task_key, to_jsonable
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from taskloom.collector import Collector
     from taskloom.generation import TaskGen, task_generator
     from taskloom.manager import TaskManager, run_task
+    from taskloom.recording import Recorder
 
 __version__ = "0.1.0"
 
@@ -63,19 +65,27 @@ def get_collector(name: str) -> Callable[..., Any]:
     return _lookup("collector", name)
 
 
+def get_recorder(name: str) -> Callable[..., Recorder]:
+    """The recorder factory registered as ``name``; ``factory(experiment, **options)``."""
+    return _lookup("recorder", name)
+
+
 __all__ = [
     "Collector",
     "PluginInfo",
+    "RunningTask",
     "TaskGen",
     "TaskManager",
     "TimeAdjuster",
     "TradingCalendar",
     "__version__",
     "canonical_json",
+    "current_task",
     "get_collector",
     "get_generator",
     "get_handler",
     "get_processor",
+    "get_recorder",
     "get_storage",
     "hookimpl",
     "list_plugins",

@@ -175,7 +175,8 @@ class TaskManager:
         self.lease_seconds = float(lease_seconds)
         #: the attempt state machine every claim, commit and return goes through
         self.attempts = Attempts(self.pool, lease_seconds=self.lease_seconds,
-                                 retry_policy=retry_policy or RetryPolicy())
+                                 retry_policy=retry_policy or RetryPolicy(),
+                                 storage=self.store.url)
 
     @property
     def retry_policy(self) -> RetryPolicy:
