@@ -100,7 +100,9 @@ def read_parquet(path: str | Path) -> pd.DataFrame | pd.Series:
     marker = frame.attrs.get(ATTRS_KEY)
     if not (isinstance(marker, dict) and marker.get("series")):
         return frame
-    series = frame.iloc[:, 0].rename(marker.get("name"))
+    series = frame.iloc[:, 0]
+    name = marker.get("name")
+    series.name = tuple(name) if isinstance(name, list) else name  # a tuple name comes back
     series.attrs = {}
     return series
 

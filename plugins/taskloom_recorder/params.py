@@ -78,7 +78,7 @@ def _text(value: Any) -> str:
 def valid_key(key: str, max_length: int) -> str:
     """``key`` as a name MLflow accepts: odd characters replaced, cut to ``max_length``.
 
-    A cut key ends with ``~`` and 8 hex digits of the full key's hash, so that two long keys
+    A cut key ends with ``-`` and 8 hex digits of the full key's hash, so that two long keys
     with a common start stay distinct. An empty name, or one that reads as a relative path
     (``.``, ``..x``), is prefixed with ``_``.
     """
@@ -87,7 +87,7 @@ def valid_key(key: str, max_length: int) -> str:
         name = f"_{name}"
     if len(name) > max_length:
         digest = hashlib.sha1(key.encode()).hexdigest()[:8]
-        name = f"{name[:max_length - 9]}~{digest}"
+        name = f"{name[:max_length - 9]}-{digest}"
     return name
 
 
@@ -104,7 +104,7 @@ def fit(entries: Mapping[str, Any], key_length: int, value_length: int | None) -
     """``entries`` with valid keys (distinct after cleaning) and string values cut to fit.
 
     ``value_length`` None leaves values alone (metrics). When two keys clean to the same
-    name, the later one gets ``~2``, ``~3``...
+    name, the later one gets ``-2``, ``-3``...
     """
     out: dict[str, Any] = {}
     for key, value in entries.items():
@@ -112,9 +112,9 @@ def fit(entries: Mapping[str, Any], key_length: int, value_length: int | None) -
         if name in out:
             base = name[:key_length - 4]
             n = 2
-            while f"{base}~{n}" in out:
+            while f"{base}-{n}" in out:
                 n += 1
-            name = f"{base}~{n}"
+            name = f"{base}-{n}"
         out[name] = cut(value, value_length) if value_length is not None else value
     return out
 

@@ -142,14 +142,14 @@ class MlflowRecorder:
             directory = Path(tmp)
             try:
                 write_task(param, directory)
-                metrics = write_result(handler(param, **kwargs), directory)
+                metrics = fit(write_result(handler(param, **kwargs), directory),
+                              limit.key_length, None)
+                self._end(run, params, metrics, directory, RunStatus.FINISHED)
             except BaseException as exc:
                 (directory / ERROR_ARTIFACT).write_text(traceback.format_exc())
                 status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.KILLED
                 self._end_quietly(run, params, {}, directory, status)
                 raise
-            metrics = fit(metrics, limit.key_length, None)
-            self._end(run, params, metrics, directory, RunStatus.FINISHED)
             artifacts = sorted(path.name for path in directory.iterdir())
         return self._reference(run, experiment_id, artifacts, metrics)
 
