@@ -203,6 +203,9 @@ def check_config(config: WorkerConfig) -> None:
     resolve_handler(config.handler)
     if config.record is not None:
         registry.lookup("recorder", config.recorder)
+    elif config.tracking_uri is not None:
+        raise WorkerSetupError(f"--tracking-uri {config.tracking_uri!r} needs --record "
+                               "EXPERIMENT: without it nothing is recorded")
     if config.initializer is not None:
         load_callable("--init", config.initializer)
     normalize(config.query)

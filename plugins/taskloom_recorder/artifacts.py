@@ -65,13 +65,20 @@ def write_result(value: Any, directory: Path) -> dict[str, float]:
         return {}
     metrics: dict[str, float] = {}
     for key, item in value.items():
-        name = _file_stem(key)
         if _is_number(item):
             metrics[str(key)] = float(item)
-        elif _is_pandas(item):
-            write_parquet(item, directory / f"{name}.parquet")
+            continue
+        suffix = ".parquet" if _is_pandas(item) else ".json"
+        path = directory / f"{_file_stem(key)}{suffix}"
+        if path.exists():
+            raise ArtifactError(
+                f"artifact {path.name!r}: the returned key {key!r} would overwrite the "
+                f"{path.name} already recorded (the task, or another key with the same file "
+                "name); rename it")
+        if suffix == ".parquet":
+            write_parquet(item, path)
         else:
-            _write_entry(key, item, directory / f"{name}.json")
+            _write_entry(key, item, path)
     return metrics
 
 

@@ -22,8 +22,10 @@ def test_the_run_of_a_killed_worker_is_marked_killed_when_its_task_is_reclaimed(
     tm = TaskManager("orphans", pool_url)
     (task_id,) = tm.create_task([{"i": 1}])
     marker = tmp_path / "hanging.pid"
+    tracking_uri = f"sqlite:///{tmp_path / 'tracking' / 'orphans.db'}"
     args = ("orphans", "--storage", pool_url, "--handler", "record_handlers:hang",
-            "--record", "orphans", "--lease", "1", "--idle-exit", "1")
+            "--record", "orphans", "--tracking-uri", tracking_uri, "--lease", "1",
+            "--idle-exit", "1")
     first = worker(tmp_path, *args, **{HANG_MARKER_ENV: str(marker)})
     deadline = time.monotonic() + 60
     while not marker.exists():
@@ -37,7 +39,8 @@ def test_the_run_of_a_killed_worker_is_marked_killed_when_its_task_is_reclaimed(
     assert second.returncode == 0, err
     task = tm.re_query(task_id)
     assert task["status"] == "done" and task["attempt"] == 2
-    client = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not (tmp_path / "mlflow.db").exists()  # --tracking-uri reached the worker
+    client = tracking.client(tracking_uri)
     exp_id = client.get_experiment_by_name("orphans").experiment_id
     runs = client.search_runs([exp_id], order_by=["tags.`taskloom.attempt`"])
     assert [(run.data.tags["taskloom.attempt"], run.info.status) for run in runs] == [

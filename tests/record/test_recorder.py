@@ -200,6 +200,13 @@ def test_a_result_without_a_json_form_fails_the_run_naming_the_artifact(client, 
     assert run.info.status == "FAILED"
 
 
+@pytest.mark.parametrize("returned", [{"task": {"a": 1}}, {"a/b": [1], "a_b": [2]}],
+                         ids=["task", "same-file"])
+def test_a_returned_key_never_overwrites_another_artifact(experiment, returned):
+    with pytest.raises(taskloom.errors.TaskloomError, match="would overwrite"):
+        MlflowRecorder(experiment).wrap(lambda param: returned)({"i": 1})
+
+
 def test_prepare_is_race_safe(client, experiment):
     ids, errors = [], []
 

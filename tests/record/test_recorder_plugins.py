@@ -86,6 +86,14 @@ def test_the_worker_refuses_an_unknown_recorder_naming_the_known_ones(tmp_path):
     assert "unknown recorder 'nope'" in result.output and "mlflow" in result.output
 
 
+def test_the_worker_refuses_a_tracking_uri_without_record(tmp_path):
+    url = f"sqlite:///{tmp_path}/pool.db"
+    TaskManager("p", url)
+    result = CliRunner().invoke(main, ["worker", "p", "--storage", url, "--handler", "noop",
+                                       "--tracking-uri", "sqlite:///x.db"])
+    assert result.exit_code == 2 and "needs --record" in result.output
+
+
 def test_the_worker_help_shows_the_recording_options():
     result = CliRunner().invoke(main, ["worker", "--help"])
     assert "--record EXPERIMENT" in result.output
