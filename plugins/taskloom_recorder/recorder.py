@@ -45,6 +45,14 @@ class RecordingError(TaskloomError):
     """The tracking store cannot be used: an experiment cannot be created or is deleted."""
 
 
+class RunKilledError(RecordingError):
+    """A newer attempt at the task marked this run KILLED while its handler ran.
+
+    The worker of this attempt stalled past its lease and the task was reclaimed: its result
+    would not be committed, so the run stays KILLED instead of ending FINISHED.
+    """
+
+
 class MlflowRecorder:
     """Records handler calls as runs of the MLflow experiment ``experiment``.
 
@@ -125,7 +133,9 @@ class MlflowRecorder:
         """Run ``handler(param, **kwargs)`` inside a new run; the run's JSON reference.
 
         If the handler raises (or is interrupted), the run ends FAILED (KILLED for an
-        interruption) with the traceback as ``error.txt``, and the exception propagates.
+        interruption) with the traceback as ``error.txt``, and the exception propagates. A
+        pool task's run that a newer attempt marked KILLED meanwhile stays KILLED: a
+        :class:`RunKilledError` ends this attempt.
         """
         from mlflow.entities import RunStatus
 
@@ -144,7 +154,11 @@ class MlflowRecorder:
                 write_task(param, directory)
                 metrics = fit(write_result(handler(param, **kwargs), directory),
                               limit.key_length, None)
+                if task is not None:
+                    self._check_still_running(run, task)
                 self._end(run, params, metrics, directory, RunStatus.FINISHED)
+            except RunKilledError:
+                raise
             except BaseException as exc:
                 (directory / ERROR_ARTIFACT).write_text(traceback.format_exc())
                 status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.KILLED
@@ -177,6 +191,15 @@ class MlflowRecorder:
             self._end(run, params, metrics, directory, status)
         except Exception:
             log.exception("run %s: could not record its failure", run.info.run_id)
+
+    def _check_still_running(self, run: Run, task: RunningTask) -> None:
+        """Raise :class:`RunKilledError` if a newer attempt marked ``run`` KILLED meanwhile."""
+        status = retrying(self.client.get_run, run.info.run_id).info.status
+        if status != "RUNNING":
+            raise RunKilledError(
+                f"run {run.info.run_id} of task {task.task_id} attempt {task.attempt} was "
+                f"marked {status} while its handler ran (a newer attempt reclaimed the task "
+                "after this worker's lease expired); its result is discarded")
 
     def kill_orphans(self, experiment_id: str, task: RunningTask) -> int:
         """Mark KILLED the RUNNING runs of earlier attempts at ``task``; how many there were.

@@ -13,8 +13,9 @@ from taskloom.errors import UnknownNameError
 from taskloom.jsontypes import restore
 from taskloom.manager import TaskManager, run_task
 from taskloom.retry import RetryPolicy
+from taskloom_recorder import tracking
 from taskloom_recorder.artifacts import read_parquet
-from taskloom_recorder.recorder import MlflowRecorder, RecordedHandler
+from taskloom_recorder.recorder import MlflowRecorder, RecordedHandler, RunKilledError
 
 TASK = {
     "model": {"class": "LGBModel", "module_path": "qlib.contrib.model.gbdt",
@@ -185,6 +186,26 @@ def test_a_failing_handler_fails_its_run_with_the_traceback_and_the_pool_retries
         text = Path(client.download_artifacts(run.info.run_id, "error.txt")).read_text()
         assert "Traceback" in text and "RuntimeError: no data for LGBModel" in text
         assert run.data.params["model.class"] == "LGBModel"
+
+
+def kill_my_run(param, **kwargs):
+    """What a newer attempt does to this stalled one: mark its RUNNING run KILLED."""
+    task = taskloom.current_task()
+    client = tracking.client()
+    exp_id = client.get_experiment_by_name(param["experiment"]).experiment_id
+    (run,) = client.search_runs([exp_id], f"tags.`taskloom.task_id` = '{task.task_id}'")
+    client.set_terminated(run.info.run_id, "KILLED")
+    return 1.0
+
+
+def test_a_run_killed_by_a_newer_attempt_stays_killed(client, experiment, pool_url):
+    tm = TaskManager("stalled", pool_url)
+    (task_id,) = tm.create_task([{"experiment": experiment}])
+    with pytest.raises(RunKilledError, match=f"task {task_id} attempt 1 was marked KILLED"):
+        run_task(kill_my_run, "stalled", storage=pool_url, record=experiment)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    (run,) = client.search_runs([exp_id])
+    assert run.info.status == "KILLED" and run.data.metrics == {}
 
 
 def test_a_failing_handler_raises_its_own_exception(experiment):
