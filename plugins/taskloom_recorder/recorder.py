@@ -142,12 +142,12 @@ class MlflowRecorder:
         task = current_task()
         experiment_id = self.experiment_id()
         limit = limits()
+        params = fit(flatten(param), limit.key_length, limit.param_length)
         run = retrying(self.client.create_run, experiment_id,
                        tags=fit(run_tags(param, task), limit.key_length, limit.tag_length),
                        run_name=_run_name(task))
         if task is not None and task.attempt > 1:
             self.kill_orphans(experiment_id, task)
-        params = fit(flatten(param), limit.key_length, limit.param_length)
         with tempfile.TemporaryDirectory(prefix="taskloom-run-") as tmp:
             directory = Path(tmp)
             try:
@@ -259,7 +259,7 @@ def run_tags(task_def: Any, task: RunningTask | None) -> dict[str, str]:
     """The tags of a run recording ``task_def``: attempt, window segments, model, task tags.
 
     ``task`` (the pool task being run, if any) gives key, pool, task id, attempt and storage;
-    outside a pool the key is computed from ``task_def`` when it has one.
+    outside a pool the key is computed from ``task_def``.
     """
     tags: dict[str, str] = {}
     if isinstance(task_def, Mapping):
@@ -277,10 +277,7 @@ def run_tags(task_def: Any, task: RunningTask | None) -> dict[str, str]:
         if task.storage:
             tags[f"{TAG_PREFIX}storage"] = task.storage
     else:
-        try:
-            tags[f"{TAG_PREFIX}key"] = task_key(task_def)
-        except TaskloomError:
-            pass  # a param without a JSON form has no key; the run is still recorded
+        tags[f"{TAG_PREFIX}key"] = task_key(task_def)
     return tags
 
 

@@ -270,3 +270,10 @@ def test_a_recorded_handler_pickles_without_its_client(experiment):
     assert isinstance(copy, RecordedHandler)
     assert copy.recorder.tracking_uri == recorder.tracking_uri
     assert copy.recorder._client is None
+
+
+def test_a_param_without_a_json_form_is_refused_before_a_run_is_made(client, experiment):
+    recorder = MlflowRecorder(experiment)
+    with pytest.raises(taskloom.errors.TaskEncodingError, match="obj"):
+        recorder.wrap(predict)({"obj": object()})
+    assert client.search_runs([recorder.experiment_id()]) == []
