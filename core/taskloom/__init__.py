@@ -19,6 +19,7 @@ from taskloom.hookspecs import hookimpl
 from taskloom.instantiate import instantiate
 from taskloom.plugins import PluginInfo, list_plugins
 from taskloom.registry import lookup as _lookup
+from taskloom.running import RunningTask, current_task
 from taskloom.stores import get_storage
 from taskloom.taskkey import canonical_json, task_key, to_jsonable
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from taskloom.ensemble import FLATTEN_TUPLE, Ensemble, Group, flatten_dict
     from taskloom.generation import TaskGen, task_generator
     from taskloom.manager import TaskManager, run_task
+    from taskloom.recording import Recorder
 
 __version__ = "0.1.0"
 
@@ -73,23 +75,31 @@ def get_collector(name: str) -> Callable[..., Any]:
     return _lookup("collector", name)
 
 
+def get_recorder(name: str) -> Callable[..., Recorder]:
+    """The recorder factory registered as ``name``; ``factory(experiment, **options)``."""
+    return _lookup("recorder", name)
+
+
 __all__ = [
     "FLATTEN_TUPLE",
     "Collector",
     "Ensemble",
     "Group",
     "PluginInfo",
+    "RunningTask",
     "TaskGen",
     "TaskManager",
     "TimeAdjuster",
     "TradingCalendar",
     "__version__",
     "canonical_json",
+    "current_task",
     "flatten_dict",
     "get_collector",
     "get_generator",
     "get_handler",
     "get_processor",
+    "get_recorder",
     "get_storage",
     "hookimpl",
     "instantiate",

@@ -35,6 +35,7 @@ from taskloom.errors import LeaseLostError, TaskEncodingError, TaskloomError, Un
 from taskloom.lease import LeaseKeeper, new_token, owner_id
 from taskloom.outcome import Outcome
 from taskloom.retry import RetryPolicy, error_info, failures
+from taskloom.running import RunningTask, current_task, running
 from taskloom.status import FAILED, PART_DONE, RUNNING, WAITING
 from taskloom.storage import Pool, Record
 from taskloom.taskkey import to_jsonable
@@ -131,7 +132,8 @@ def call_task(
     The child is started with ``spawn``, so it inherits no locks from the lease thread and no
     set-up of this process: ``initializer(*initargs)`` runs in it first (``qlib.init()``...),
     and the function, the initializer and their arguments must be picklable (module-level
-    functions). A ``sys.exit()`` in the function, here or in the child, becomes a
+    functions). The child runs under this process's :func:`~taskloom.running.current_task`.
+    A ``sys.exit()`` in the function, here or in the child, becomes a
     :class:`TaskFunctionExit`.
     """
     try:
@@ -140,7 +142,7 @@ def call_task(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as executor:
             job = executor.submit(_run_in_child, task_func, param, dict(kwargs), initializer,
-                                  initargs)
+                                  initargs, current_task())
             return job.result()
     except SystemExit as exc:
         raise TaskFunctionExit(
@@ -155,6 +157,7 @@ def _run_in_child(
     kwargs: dict[str, Any],
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
+    task: RunningTask | None = None,
 ) -> Any:
     """The child's job under ``force_release``: set the process up, then run the task.
 
@@ -163,7 +166,8 @@ def _run_in_child(
     """
     if initializer is not None:
         initializer(*initargs)
-    return task_func(param, **kwargs)
+    with running(task):
+        return task_func(param, **kwargs)
 
 
 class Attempts:
@@ -171,10 +175,14 @@ class Attempts:
 
     Claims are leases of ``lease_seconds``, renewed from one background thread while a task is
     held. ``retry_policy`` bounds the failed attempts of a task and spaces its retries.
+    ``storage`` (the URL of the pool's store, when known) is what a held task's
+    :class:`~taskloom.running.RunningTask` reports.
     """
 
-    def __init__(self, pool: Pool, *, lease_seconds: float, retry_policy: RetryPolicy) -> None:
+    def __init__(self, pool: Pool, *, lease_seconds: float, retry_policy: RetryPolicy,
+                 storage: str | None = None) -> None:
         self.pool = pool
+        self.storage = storage
         self.lease_seconds = lease_seconds
         self.retry_policy = retry_policy
         self.owner = owner_id()
@@ -214,13 +222,17 @@ class Attempts:
         very same exception; ``RETRY`` swallows it and leaves the outcome on the yielded
         :class:`Held`. Any other BaseException (KeyboardInterrupt, a worker's stop request, a
         closed generator) gives the task back uncounted and propagates. A block that ends
-        normally leaves the task to the caller: commit it, or leave it running (qlib).
+        normally leaves the task to the caller: commit it, or leave it running (qlib). While
+        the block runs, :func:`taskloom.running.current_task` names this attempt.
         """
         token = task["lease"]["token"]
         held = Held(task)
+        now_running = RunningTask(self.pool.name, task["_id"], task["key"], task["attempt"],
+                                  task["lease"]["owner"], self.storage)
         self._keeper.hold(task["_id"], token)
         try:
-            yield held
+            with running(now_running):
+                yield held
         except Exception as exc:
             self._keeper.release(token)
             held.error = error_info(exc)

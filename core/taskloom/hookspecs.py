@@ -3,9 +3,9 @@
 Two families of hooks exist:
 
 * ``taskloom_register_*`` hooks contribute *named things* (generators, storage schemes,
-  handlers, collector processors, collectors). Each receives a ``register`` callback; the core
-  builds the callback so it can record which plugin provided which name, reject duplicates and
-  list the known names when a lookup misses.
+  handlers, collector processors, collectors, recorders). Each receives a ``register``
+  callback; the core builds the callback so it can record which plugin provided which name,
+  reject duplicates and list the known names when a lookup misses.
 * Lifecycle hooks (``taskloom_task_*``) let observers watch the task pool: a task was claimed,
   finished, failed for good, or will be retried. Their return values are ignored.
 
@@ -35,6 +35,7 @@ RegisterStorage = Callable[[str, "type[Store]"], None]
 RegisterHandler = Callable[[str, Callable[..., Any]], None]
 RegisterProcessor = Callable[[str, Callable[..., Any]], None]
 RegisterCollector = Callable[[str, Callable[..., Any]], None]
+RegisterRecorder = Callable[[str, Callable[..., Any]], None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,6 +123,25 @@ def taskloom_register_collectors(register: RegisterCollector) -> None:
         @hookimpl
         def taskloom_register_collectors(register):
             register("parquet_dir", ParquetDirCollector)
+    """
+
+
+@hookspec
+def taskloom_register_recorders(register: RegisterRecorder) -> None:
+    """Contribute recorders (things that run a handler inside a tracked run) by name.
+
+    Called once per process, the first time a recorder is looked up.
+    ``register(name, factory)`` takes a class or factory; ``taskloom.get_recorder(name)``
+    returns it, and ``factory(experiment, **options)`` builds a
+    :class:`taskloom.recording.Recorder`: ``prepare()`` creates the experiment once, before
+    workers fan out, and ``wrap(handler)`` returns the handler recorded, returning a JSON
+    reference to its run. ``taskloom worker --record EXPERIMENT --recorder NAME`` uses it.
+
+    Example::
+
+        @hookimpl
+        def taskloom_register_recorders(register):
+            register("wandb", WandbRecorder)
     """
 
 

@@ -49,5 +49,7 @@ KINDS: dict[str, Kind] = {
              "a callable (a class or factory) that builds a processor", callable),
         Kind("collector", "taskloom_register_collectors",
              "a callable (a class or factory) that builds a collector", callable),
+        Kind("recorder", "taskloom_register_recorders",
+             "a callable (a class or factory) that builds a recorder", callable),
     )
 }

@@ -38,6 +38,7 @@ from taskloom.attempt import (
 from taskloom.errors import LeaseLostError, TaskEncodingError, UnknownTaskError
 from taskloom.jsontypes import restore, type_map
 from taskloom.outcome import Outcome
+from taskloom.registry import lookup
 from taskloom.retry import RetryPolicy
 from taskloom.status import check_after_status
 from taskloom.storage import (
@@ -175,7 +176,8 @@ class TaskManager:
         self.lease_seconds = float(lease_seconds)
         #: the attempt state machine every claim, commit and return goes through
         self.attempts = Attempts(self.pool, lease_seconds=self.lease_seconds,
-                                 retry_policy=retry_policy or RetryPolicy())
+                                 retry_policy=retry_policy or RetryPolicy(),
+                                 storage=self.store.url)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -566,6 +568,9 @@ def run_task(
     retry_policy: RetryPolicy | None = None,
     initializer: Callable[..., object] | None = None,
     initargs: tuple[Any, ...] = (),
+    record: str | None = None,
+    recorder: str = "mlflow",
+    tracking_uri: str | None = None,
     **kwargs: Any,
 ) -> bool:
     """Run ``task_func`` on matching tasks of ``task_pool`` until none is claimable (qlib).
@@ -580,8 +585,17 @@ def run_task(
     qlib; ``"retry"`` records it, lets the task wait out its backoff, and goes on. The
     keyword-only options configure taskloom and are not passed to ``task_func``. Returns
     True if at least one task was run.
+
+    ``record="EXPERIMENT"`` runs each task inside a recorded run of that experiment, made by
+    the registered ``recorder`` (MLflow by default, into ``tracking_uri`` when given); the
+    committed result is then the run's JSON reference (``docs/recording.md``).
     """
     check_run_args(before_status, after_status, on_error, force_release, initializer)
+    if record is not None:
+        options = {} if tracking_uri is None else {"tracking_uri": tracking_uri}
+        run_recorder = lookup("recorder", recorder)(record, **options)
+        run_recorder.prepare()
+        task_func = run_recorder.wrap(task_func)
     tm = TaskManager(task_pool, storage, lease_seconds=lease_seconds, retry_policy=retry_policy)
     ever_run = False
     while tm.run_one(task_func, query, before_status=before_status, after_status=after_status,

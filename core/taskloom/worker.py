@@ -6,6 +6,8 @@ first runs the optional initializer (``--init``). On SIGTERM or SIGINT a worker 
 claiming; if a task is running, its handler is interrupted and the task is given back at once
 (its lease released, not counted as a failed attempt), then the process exits 0. A parent
 forwards the signal to its children, waits for them, and exits non-zero if one of them died.
+With ``record`` set, each process runs its handler under a recorder (``--record``); the
+experiment is prepared once, in the parent, before any worker process starts.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from taskloom.errors import TaskloomError
 from taskloom.manager import TaskManager
 from taskloom.outcome import Outcome
 from taskloom.query import normalize
+from taskloom.recording import Recorder
 from taskloom.retry import RetryPolicy, exception_message
 from taskloom.status import DONE, WAITING, check_after_status
 
@@ -73,6 +76,11 @@ class WorkerConfig(BaseModel):
         None, description="module:function run once in each worker process before its first task"
     )
     initargs: tuple[Any, ...] = ()
+    record: str | None = Field(
+        None, min_length=1, description="record each task as a run of this experiment"
+    )
+    recorder: str = Field("mlflow", min_length=1, description="the registered recorder")
+    tracking_uri: str | None = Field(None, description="the recorder's tracking store")
 
     @field_validator("after_status")
     @classmethod
@@ -173,14 +181,31 @@ def _callable(option: str, spec: str, obj: object) -> Callable[..., Any]:
     return obj
 
 
+def build_recorder(config: WorkerConfig) -> Recorder | None:
+    """The recorder ``config.record`` asks for (None without it); an unknown name lists the known.
+
+    ``tracking_uri``, when given, is passed to the recorder's factory as an option.
+    """
+    if config.record is None:
+        return None
+    factory = registry.lookup("recorder", config.recorder)
+    options = {} if config.tracking_uri is None else {"tracking_uri": config.tracking_uri}
+    return factory(config.record, **options)
+
+
 def check_config(config: WorkerConfig) -> None:
     """Refuse, before any process starts, a configuration whose worker could not run.
 
-    The handler and the initializer must load and be callable, the query must be valid and
-    the pool must exist; each failure is a :class:`~taskloom.errors.TaskloomError` naming
-    the value.
+    The handler and the initializer must load and be callable, the recorder must be known,
+    the query must be valid and the pool must exist; each failure is a
+    :class:`~taskloom.errors.TaskloomError` naming the value.
     """
     resolve_handler(config.handler)
+    if config.record is not None:
+        registry.lookup("recorder", config.recorder)
+    elif config.tracking_uri is not None:
+        raise WorkerSetupError(f"--tracking-uri {config.tracking_uri!r} needs --record "
+                               "EXPERIMENT: without it nothing is recorded")
     if config.initializer is not None:
         load_callable("--init", config.initializer)
     normalize(config.query)
@@ -204,6 +229,9 @@ def work(config: WorkerConfig, stop: GracefulStop | None = None) -> Counter[str]
                 f"{exception_message(exc)}"
             ) from exc
     func = resolve_handler(config.handler)
+    recorder = build_recorder(config)
+    if recorder is not None:
+        func = recorder.wrap(func)
     tm = open_manager(config)
     stop = stop or GracefulStop()
     guarded = stop.guard(func)
@@ -262,8 +290,13 @@ def serve(config: WorkerConfig) -> int:
 
     Returns 0 when every loop ended normally (idle, max_tasks or a stop signal), 1 if one
     stopped on an error or died; a parent names each child that did. SIGTERM or SIGINT to
-    the parent is sent on to every child as SIGTERM, and the parent waits for them.
+    the parent is sent on to every child as SIGTERM, and the parent waits for them. With
+    ``config.record``, the recorder's ``prepare()`` (creating the experiment) runs here
+    first, once.
     """
+    recorder = build_recorder(config)
+    if recorder is not None:
+        recorder.prepare()
     if config.concurrency == 1:
         stop = GracefulStop()
         stop.install()

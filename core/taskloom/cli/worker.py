@@ -51,20 +51,32 @@ def _after_status(ctx: click.Context, param: click.Parameter, value: str) -> str
 @click.option("--init", "initializer", metavar="module:function",
               help="Run this function once in each worker process before its first task "
                    "(e.g. one that calls qlib.init()).")
+@click.option("--record", metavar="EXPERIMENT",
+              help="Record each task as a run of this experiment; the task's result is then "
+                   "a reference to the run.")
+@click.option("--recorder", default="mlflow", show_default=True, metavar="NAME",
+              help="The registered recorder --record uses (see `taskloom plugins`).")
+@click.option("--tracking-uri", metavar="URI",
+              help="The recorder's tracking store (default: MLFLOW_TRACKING_URI, else "
+                   "mlflow.db and mlruns/ in the working directory).")
 def worker_command(pool: str, storage: str | None, handler: str, concurrency: int,
                    max_tasks: int | None, idle_exit: float | None, lease_seconds: float,
                    max_attempts: int, backoff_seconds: float, stop_on_error: bool,
                    query_text: str | None, before_status: str, after_status: str,
-                   initializer: str | None) -> None:
+                   initializer: str | None, record: str | None, recorder: str,
+                   tracking_uri: str | None) -> None:
     """Run tasks of POOL: claim, run the handler, commit, in N processes.
 
-    SIGTERM or SIGINT: the running task is given back at once, then the worker exits 0.
+    With --record, each task runs inside a recorded run (MLflow by default) and its result
+    is a reference to that run. SIGTERM or SIGINT: the running task is given back at once,
+    then the worker exits 0.
     """
     config = WorkerConfig(
         pool=pool, storage=storage, handler=handler, concurrency=concurrency,
         max_tasks=max_tasks, idle_exit=idle_exit, lease_seconds=lease_seconds,
         query=parse_query(query_text), before_status=before_status, after_status=after_status,
-        stop_on_error=stop_on_error, initializer=initializer,
+        stop_on_error=stop_on_error, initializer=initializer, record=record,
+        recorder=recorder, tracking_uri=tracking_uri,
         retry_policy=RetryPolicy(max_attempts=max_attempts, backoff_seconds=backoff_seconds),
     )
     check_config(config)

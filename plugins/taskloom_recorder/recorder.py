@@ -1,0 +1,332 @@
+"""The MLflow recorder: each call of a handler becomes one MLflow run, its result a reference.
+
+A run is made in as few tracking-store transactions as MLflow allows: ``create_run`` with every
+tag; at the end one ``log_batch`` with the params and metrics, the artifacts copied in one go,
+and ``set_terminated``. Every store call is retried while SQLite is locked
+(:mod:`taskloom_recorder.retry`). ``docs/recording.md`` has the whole story: tags, params,
+artifacts, the result reference, orphaned and failed runs.
+
+MLflow is imported inside the methods: the plugin's ``__init__`` imports this module, and
+listing plugins or running ``taskloom --help`` must not pay seconds for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from taskloom.errors import TaskloomError
+from taskloom.running import RunningTask, current_task
+from taskloom.taskkey import task_key
+
+from taskloom_recorder import tracking
+from taskloom_recorder.artifacts import write_result, write_task
+from taskloom_recorder.params import batches, fit, flatten, limits
+from taskloom_recorder.retry import retrying
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+#: the prefix of every tag the recorder sets
+TAG_PREFIX = "taskloom."
+#: the artifact a failed run's traceback is logged as
+ERROR_ARTIFACT = "error.txt"
+
+
+class RecordingError(TaskloomError):
+    """The tracking store cannot be used: an experiment cannot be created or is deleted."""
+
+
+class RunKilledError(RecordingError):
+    """A newer attempt at the task marked this run KILLED while its handler ran.
+
+    The worker of this attempt stalled past its lease and the task was reclaimed: its result
+    would not be committed, so the run stays KILLED instead of ending FINISHED.
+    """
+
+
+class MlflowRecorder:
+    """Records handler calls as runs of the MLflow experiment ``experiment``.
+
+    ``tracking_uri`` names the tracking store; by default ``MLFLOW_TRACKING_URI``, else
+    ``mlflow.db`` and ``mlruns/`` in the working directory (:mod:`taskloom_recorder.tracking`),
+    fixed when the recorder is built. A recorder pickles (without its client), so a wrapped
+    handler can run in a ``force_release`` child process.
+    """
+
+    def __init__(self, experiment: str, *, tracking_uri: str | None = None) -> None:
+        if not isinstance(experiment, str) or not experiment.strip():
+            raise ValueError(f"experiment must be a non-empty name, got {experiment!r:.80}")
+        self.experiment = experiment
+        self.tracking_uri = tracking.tracking_uri(tracking_uri)
+        self._client: MlflowClient | None = None
+        self._experiment_id: str | None = None
+
+    def __repr__(self) -> str:
+        return f"MlflowRecorder({self.experiment!r}, tracking_uri={self.tracking_uri!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_client": None}
+
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client on this recorder's tracking store, made on first use."""
+        if self._client is None:
+            self._client = tracking.client(self.tracking_uri)
+        return self._client
+
+    # ----------------------------------------------------------------------------------------
+    # the experiment
+    # ----------------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Create the experiment (and the tracking store) unless it exists.
+
+        Race-safe: when another process creates it first, the one it made is read back.
+        """
+        self.experiment_id()
+
+    def experiment_id(self) -> str:
+        """The id of the experiment, created if it does not exist yet."""
+        if self._experiment_id is None:
+            self._experiment_id = self._get_or_create()
+        return self._experiment_id
+
+    def _get_or_create(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = retrying(self.client.get_experiment_by_name, self.experiment)
+            if found is None:
+                try:
+                    return retrying(self.client.create_experiment, self.experiment)
+                except MlflowException:
+                    found = retrying(self.client.get_experiment_by_name, self.experiment)
+                    if found is None:
+                        raise
+        except MlflowException as exc:
+            raise RecordingError(f"experiment {self.experiment!r} in {self.tracking_uri}: "
+                                 f"cannot be created or read: {exc.message}") from exc
+        if found.lifecycle_stage != "active":
+            raise RecordingError(
+                f"experiment {self.experiment!r} in {self.tracking_uri} is deleted; restore it "
+                "(mlflow experiments restore) or record into another experiment")
+        return found.experiment_id
+
+    # ----------------------------------------------------------------------------------------
+    # recording a handler
+    # ----------------------------------------------------------------------------------------
+
+    def wrap(self, handler: Callable[..., Any]) -> RecordedHandler:
+        """``handler`` recorded: each call is one run and returns the run's JSON reference."""
+        return RecordedHandler(self, handler)
+
+    def record(self, handler: Callable[..., Any], param: Any, kwargs: Mapping[str, Any]) -> dict:
+        """Run ``handler(param, **kwargs)`` inside a new run; the run's JSON reference.
+
+        If the handler raises (or is interrupted), the run ends FAILED (KILLED for an
+        interruption) with the traceback as ``error.txt``, and the exception propagates. A
+        pool task's run that a newer attempt marked KILLED meanwhile stays KILLED: a
+        :class:`RunKilledError` ends this attempt.
+        """
+        from mlflow.entities import RunStatus
+
+        task = current_task()
+        experiment_id = self.experiment_id()
+        limit = limits()
+        params = fit(flatten(param), limit.key_length, limit.param_length)
+        run = retrying(self.client.create_run, experiment_id,
+                       tags=fit(run_tags(param, task), limit.key_length, limit.tag_length),
+                       run_name=_run_name(task))
+        if task is not None and task.attempt > 1:
+            self.kill_orphans(experiment_id, task)
+        with tempfile.TemporaryDirectory(prefix="taskloom-run-") as tmp:
+            directory = Path(tmp)
+            try:
+                write_task(param, directory)
+                metrics = fit(write_result(handler(param, **kwargs), directory),
+                              limit.key_length, None)
+                if task is not None:
+                    self._check_still_running(run, task)
+                self._end(run, params, metrics, directory, RunStatus.FINISHED)
+            except RunKilledError:
+                raise
+            except BaseException as exc:
+                (directory / ERROR_ARTIFACT).write_text(traceback.format_exc())
+                status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.KILLED
+                self._end_quietly(run, params, {}, directory, status)
+                raise
+            artifacts = sorted(path.name for path in directory.iterdir())
+        return self._reference(run, experiment_id, artifacts, metrics)
+
+    def _end(self, run: Run, params: dict[str, str], metrics: dict[str, float],
+             directory: Path, status: int) -> None:
+        """Log params, metrics and the directory's files, then end the run with ``status``."""
+        from mlflow.entities import Metric, Param, RunStatus, RunTag
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        run_id = run.info.run_id
+        now = _millis()
+        for batch in batches(params, {}, metrics, limits()):
+            retrying(self.client.log_batch, run_id,
+                     metrics=[Metric(k, v, now, 0) for k, v in batch.metrics.items()],
+                     params=[Param(k, v) for k, v in batch.params.items()],
+                     tags=[RunTag(k, v) for k, v in batch.tags.items()])
+        if any(directory.iterdir()):
+            get_artifact_repository(run.info.artifact_uri).log_artifacts(str(directory))
+        retrying(self.client.set_terminated, run_id, RunStatus.to_string(status))
+
+    def _end_quietly(self, run: Run, params: dict[str, str], metrics: dict[str, float],
+                     directory: Path, status: int) -> None:
+        """:meth:`_end` for a run whose handler raised: a failure here must not hide that error."""
+        try:
+            self._end(run, params, metrics, directory, status)
+        except Exception:
+            log.exception("run %s: could not record its failure", run.info.run_id)
+
+    def _check_still_running(self, run: Run, task: RunningTask) -> None:
+        """Raise :class:`RunKilledError` if a newer attempt marked ``run`` KILLED meanwhile."""
+        status = retrying(self.client.get_run, run.info.run_id).info.status
+        if status != "RUNNING":
+            raise RunKilledError(
+                f"run {run.info.run_id} of task {task.task_id} attempt {task.attempt} was "
+                f"marked {status} while its handler ran (a newer attempt reclaimed the task "
+                "after this worker's lease expired); its result is discarded")
+
+    def kill_orphans(self, experiment_id: str, task: RunningTask) -> int:
+        """Mark KILLED the RUNNING runs of earlier attempts at ``task``; how many there were.
+
+        Such a run's worker died or lost its lease (the task was reclaimed), so it will never
+        end by itself. Runs are found by their pool and task id tags.
+        """
+        from mlflow.entities import RunStatus
+
+        query = (f"tags.`taskloom.pool` = {_quoted(task.pool)} and "
+                 f"tags.`taskloom.task_id` = {_quoted(task.task_id)} and "
+                 "attributes.status = 'RUNNING'")
+        killed = 0
+        for run in retrying(self.client.search_runs, [experiment_id], query):
+            attempt = run.data.tags.get(f"{TAG_PREFIX}attempt", "")
+            if attempt.isdigit() and int(attempt) < task.attempt:
+                retrying(self.client.set_terminated, run.info.run_id,
+                         RunStatus.to_string(RunStatus.KILLED))
+                log.warning("run %s of task %s attempt %s was left running; marked KILLED",
+                            run.info.run_id, task.task_id, attempt)
+                killed += 1
+        return killed
+
+    def _reference(self, run: Run, experiment_id: str, artifacts: list[str],
+                   metrics: dict[str, float]) -> dict[str, Any]:
+        """The JSON reference a recorded task's pool result is (non-finite metrics as None)."""
+        base = run.info.artifact_uri.rstrip("/")
+        return {
+            "run_id": run.info.run_id,
+            "experiment_id": experiment_id,
+            "experiment": self.experiment,
+            "artifacts": {name: f"{base}/{name}" for name in artifacts},
+            "metrics": {k: v if v == v and abs(v) != float("inf") else None
+                        for k, v in metrics.items()},
+        }
+
+
+class RecordedHandler:
+    """A handler under a recorder: same ``(param, **kwargs)`` call, returns the run reference.
+
+    A class rather than a closure, so that it pickles for a ``force_release`` child process
+    (when the handler itself is a module-level function).
+    """
+
+    def __init__(self, recorder: MlflowRecorder, handler: Callable[..., Any]) -> None:
+        self.recorder = recorder
+        self.handler = handler
+
+    def __call__(self, param: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.recorder.record(self.handler, param, kwargs)
+
+    def __repr__(self) -> str:
+        return f"{self.recorder!r}.wrap({self.handler!r})"
+
+
+def run_tags(task_def: Any, task: RunningTask | None) -> dict[str, str]:
+    """The tags of a run recording ``task_def``: attempt, window segments, model, task tags.
+
+    ``task`` (the pool task being run, if any) gives key, pool, task id, attempt and storage;
+    outside a pool the key is computed from ``task_def``.
+    """
+    tags: dict[str, str] = {}
+    if isinstance(task_def, Mapping):
+        user_tags = task_def.get("tags")
+        if isinstance(user_tags, Mapping):
+            tags.update({str(k): _tag_text(v) for k, v in user_tags.items()})
+        tags.update(segment_tags(task_def))
+        model = task_def.get("model")
+        if isinstance(model, Mapping) and model.get("class") is not None:
+            tags[f"{TAG_PREFIX}model"] = str(model["class"])
+    if task is not None:
+        tags.update({f"{TAG_PREFIX}key": task.key, f"{TAG_PREFIX}pool": task.pool,
+                     f"{TAG_PREFIX}task_id": task.task_id,
+                     f"{TAG_PREFIX}attempt": str(task.attempt)})
+        if task.storage:
+            tags[f"{TAG_PREFIX}storage"] = task.storage
+    else:
+        tags[f"{TAG_PREFIX}key"] = task_key(task_def)
+    return tags
+
+
+def segment_tags(task_def: Mapping[str, Any]) -> dict[str, str]:
+    """``taskloom.segment.<name>.start|end`` as ``YYYY-MM-DD`` for each bounded segment.
+
+    Segments are read from ``dataset.kwargs.segments`` (qlib's layout) and a top-level
+    ``segments``; an open (None) bound gets no tag.
+    """
+    found: dict[str, Any] = {}
+    dataset = task_def.get("dataset")
+    if isinstance(dataset, Mapping) and isinstance(dataset.get("kwargs"), Mapping):
+        nested = dataset["kwargs"].get("segments")
+        if isinstance(nested, Mapping):
+            found.update(nested)
+    if isinstance(task_def.get("segments"), Mapping):
+        found.update(task_def["segments"])
+    tags: dict[str, str] = {}
+    for name, bounds in found.items():
+        if not isinstance(bounds, list | tuple) or len(bounds) != 2:
+            continue
+        for side, bound in zip(("start", "end"), bounds, strict=True):
+            if bound is not None:
+                tags[f"{TAG_PREFIX}segment.{name}.{side}"] = _day(bound)
+    return tags
+
+
+def _day(bound: Any) -> str:
+    """A segment bound as ``YYYY-MM-DD``; what pandas cannot read as a date is kept as text."""
+    import pandas as pd
+
+    try:
+        return pd.Timestamp(bound).strftime("%Y-%m-%d")
+    except (ValueError, TypeError):
+        return str(bound)
+
+
+def _tag_text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _run_name(task: RunningTask | None) -> str | None:
+    return None if task is None else f"{task.pool}/{task.task_id}#{task.attempt}"
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a string literal of MLflow's search filter."""
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
+def _millis() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,1 @@
+"""Recording tests: the MLflow recorder, the running task, the worker's --record."""
