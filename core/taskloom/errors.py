@@ -52,3 +52,15 @@ class UnknownTaskError(TaskloomError, LookupError):
 
 class LeaseLostError(TaskloomError):
     """A worker acted on a task it no longer holds (its lease expired and was reclaimed)."""
+
+
+class CollectError(TaskloomError):
+    """Collected runs cannot be read: no such experiment, an unreadable or refused artifact.
+
+    The message names the experiment, or the run id and the artifact path, and the cause is
+    chained, so the user sees what to fix instead of a traceback from inside MLflow or pyarrow.
+    """
+
+
+class MissingArtifactError(CollectError, LookupError):
+    """A run has no artifact at the requested path (``only_exist=True`` skips these runs)."""
