@@ -51,8 +51,9 @@ STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 LIST_KWARGS = ("filter_string", "max_results", "order_by", "run_view_type")
 #: runs fetched per ``search_runs`` call
 PAGE_SIZE = 1000
-#: threads loading artifacts at once (reading parquet releases the GIL)
-DEFAULT_WORKERS = 8
+#: threads loading artifacts at once: reading parquet is CPU work that releases the GIL only
+#: in part, so about one per core, and a few more are no help
+DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 #: how many existing experiment names an unknown-experiment error lists
 NAMES_SHOWN = 10
 

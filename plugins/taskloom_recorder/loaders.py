@@ -44,7 +44,9 @@ def read_parquet(path: Path) -> Any:
     """A DataFrame, or the Series it holds when written with the shared Series convention."""
     import pandas as pd
 
-    frame = pd.read_parquet(path)
+    # one file is small: pyarrow's own thread pool costs more than it saves, and the
+    # collector already reads many files in parallel
+    frame = pd.read_parquet(path, use_threads=False)
     marker = frame.attrs.get("taskloom", {})
     if not (isinstance(marker, dict) and marker.get("series")):
         return frame
