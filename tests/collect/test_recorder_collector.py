@@ -177,6 +177,14 @@ def test_callable_experiment_gets_the_status_filter(client, uri, exp):
     assert list(out["pred"]) == [ok]
 
 
+def test_an_mlflow_experiment_object_is_accepted(client, uri, exp):
+    name, eid = exp
+    run_id = make_run(client, eid, artifacts={"pred.parquet": prediction("2020-01-01", 3)})
+    c = RecorderCollector(client.get_experiment(eid), tracking_uri=uri)
+    assert list(c.collect()["pred"]) == [run_id]
+    assert c.get_exp_name() == name
+
+
 def test_process_list_is_applied_by_call(client, uri, exp):
     name, eid = exp
     run_id = make_run(client, eid, artifacts={"pred.parquet": prediction("2020-01-01", 3)})
@@ -334,6 +342,17 @@ def test_cache_serves_a_second_collect_without_the_artifact_files(client, uri, e
     # without the cache, the files are gone indeed
     with pytest.raises(MissingArtifactError):
         collector_on(uri, name).collect(only_exist=False)
+
+
+def test_only_finished_runs_are_cached(client, uri, exp, tmp_path):
+    name, eid = exp
+    done = make_run(client, eid, artifacts={"pred.parquet": prediction("2020-01-01", 2)})
+    failed = make_run(client, eid, artifacts={"pred.parquet": prediction("2020-01-01", 2)},
+                      status="FAILED")
+    out = collector_on(uri, name, status=None, cache=tmp_path).collect()
+    assert set(out["pred"]) == {done, failed}
+    assert {p.name for p in tmp_path.iterdir()} == {done}
+    assert (tmp_path / done / "pred.parquet").is_file()
 
 
 def test_parallel_loading_equals_serial(client, uri, exp):
