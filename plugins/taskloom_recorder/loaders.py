@@ -19,7 +19,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from taskloom.errors import CollectError, MissingArtifactError
 from taskloom.jsontypes import restore
@@ -140,6 +139,8 @@ def local_artifact_dir(artifact_uri: str) -> Path | None:
     """The folder of a local artifact URI (a path or ``file://``); None for a remote store."""
     parsed = urlparse(artifact_uri)
     if parsed.scheme == "file":
+        from urllib.request import url2pathname  # costs 20 ms to import: only when needed
+
         return Path(url2pathname(parsed.path))
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and artifact_uri[1:2] == ":"):
         return Path(artifact_uri).resolve()  # a bare path (a Windows drive parses as a scheme)

@@ -415,3 +415,13 @@ def test_plain_json_task_has_no_type_map(client, uri, exp):
     assert not artifact_path(client, run_id, "task.types.json").exists()
     assert load_task(client.get_run(run_id)) == task
     assert json.loads(artifact_path(client, run_id, "task.json").read_text()) == task
+
+
+@pytest.mark.parametrize(("uri", "local"), [
+    ("file:///data/mlruns/1/ab%20c/artifacts", Path("/data/mlruns/1/ab c/artifacts")),
+    ("/data/mlruns/1/abc/artifacts", Path("/data/mlruns/1/abc/artifacts")),
+    ("s3://bucket/mlruns/1/abc/artifacts", None),
+    ("mlflow-artifacts:/1/abc/artifacts", None),
+])
+def test_local_artifact_uris_are_read_in_place_and_others_downloaded(uri, local):
+    assert loaders.local_artifact_dir(uri) == local
