@@ -1,0 +1,1 @@
+"""The rolling workflow end to end: workflow files, the study, its outputs, the demo."""
