@@ -15,15 +15,19 @@ order could vary).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from taskloom.calendar import TradingCalendar
 
-from taskloom_panel.dataset import INDEX, PanelError
+from taskloom_panel.dataset import INDEX, PanelError, as_panel
 
 
 def signal_features(n: int) -> list[str]:
@@ -122,6 +126,98 @@ def synthetic_market(
     index = pd.MultiIndex.from_product([days, names], names=list(INDEX))
     return pd.DataFrame({name: values.reshape(-1) for name, values in columns.items()},
                         index=index)
+
+
+#: the parquet metadata key under which :func:`write_synthetic_market` records its parameters
+PARAMETERS_KEY = b"taskloom_panel.synthetic_market"
+
+
+def exchange_days(start: Any, end: Any) -> TradingCalendar:
+    """Monday to Friday from ``start`` to ``end`` without a US exchange's regular holidays.
+
+    New Year's Day, Martin Luther King Jr. Day, Presidents' Day, Good Friday, Memorial Day,
+    Independence Day, Labor Day, Thanksgiving and Christmas, by pandas' holiday rules: a
+    calendar that looks like a real one (over 2013-2020 it differs from the NYSE's sessions
+    by one unscheduled closure) without a calendar library.
+    """
+    from pandas.tseries.holiday import (
+        AbstractHolidayCalendar,
+        GoodFriday,
+        Holiday,
+        USLaborDay,
+        USMartinLutherKingJr,
+        USMemorialDay,
+        USPresidentsDay,
+        USThanksgivingDay,
+        nearest_workday,
+        sunday_to_monday,
+    )
+
+    class ExchangeHolidays(AbstractHolidayCalendar):
+        """A US exchange's regular full-day holidays."""
+
+        rules = [
+            Holiday("New Year's Day", month=1, day=1, observance=sunday_to_monday),
+            USMartinLutherKingJr, USPresidentsDay, GoodFriday, USMemorialDay,
+            Holiday("Independence Day", month=7, day=4, observance=nearest_workday),
+            USLaborDay, USThanksgivingDay,
+            Holiday("Christmas", month=12, day=25, observance=nearest_workday),
+        ]
+
+    holidays = ExchangeHolidays().holidays(pd.Timestamp(start), pd.Timestamp(end))
+    return TradingCalendar.from_business_days(start, end, holidays=holidays)
+
+
+def write_synthetic_market(path: str | os.PathLike[str], *, start: Any = "2015-01-01",
+                           end: Any = "2020-12-31", calendar: str = "exchange",
+                           calendar_file: str | os.PathLike[str] | None = None,
+                           **parameters: Any) -> Path:
+    """Write :func:`synthetic_market` to a parquet file, and its trading days to a text file.
+
+    A workflow's ``prepare:`` step calls this before any task reads the market (with
+    :func:`~taskloom_panel.read_panel`). ``calendar`` is ``"exchange"`` (:func:`exchange_days`),
+    ``"weekdays"``, or the path of a calendar file (one date per line); ``calendar_file``, if
+    given, receives the market's days one per line, for the workflow's own ``calendar:``.
+    ``parameters`` are :func:`synthetic_market`'s other keywords. The parameters are kept in
+    the parquet file's metadata: a file already made from the same ones is left alone, so a
+    study that runs again does not rewrite its data. Both files are written to a temporary
+    name and renamed, so no reader sees half a file. Returns the market's path.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if calendar == "exchange":
+        days = exchange_days(start, end)
+    elif calendar == "weekdays":
+        days = TradingCalendar.from_business_days(start, end)
+    else:
+        days = TradingCalendar.from_file(calendar)
+    digest = hashlib.sha256(days.days.asi8.tobytes()).hexdigest()
+    signature = json.dumps({"start": start, "end": end, "days": digest, **parameters},
+                           sort_keys=True, default=str).encode()
+    if calendar_file is not None:
+        text = "".join(f"{day:%Y-%m-%d}\n" for day in days.days)
+        _replace(Path(calendar_file), lambda partial: partial.write_text(text))
+    try:
+        if (pq.read_schema(path).metadata or {}).get(PARAMETERS_KEY) == signature:
+            return path
+    except (OSError, pa.ArrowException):
+        pass  # missing, or not a parquet file we can read: write it anew
+    market = synthetic_market(start=start, end=end, calendar=days, **parameters)
+    table = pa.Table.from_pandas(as_panel(market).reset_index(), preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           PARAMETERS_KEY: signature})
+    _replace(path, lambda partial: pq.write_table(table, partial))
+    return path
+
+
+def _replace(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write`` on a temporary path beside ``path``, then rename it onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    write(partial)
+    os.replace(partial, path)
 
 
 def _instrument_names(instruments: int | Sequence[str]) -> list[str]:
