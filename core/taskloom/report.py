@@ -113,13 +113,14 @@ def write_outputs(preds: Mapping[Any, pd.Series], labels: Mapping[Any, pd.Series
     """Compute the per-model statistics and write the outputs of a study into ``directory``.
 
     ``preds`` and ``labels`` map each model to its stitched series on ``(datetime,
-    instrument)``; ``windows`` maps it to its test windows as ``(start, end)`` pairs. A model
-    key that is a tuple (a collector's key) is named by its parts joined with ``/``. Writes
+    instrument)`` (a one-column frame, as a parquet artifact may load, counts as its
+    column); ``windows`` maps it to its test windows as ``(start, end)`` pairs. A model key
+    that is a tuple (a collector's key) is named by its parts joined with ``/``. Writes
     :data:`PREDICTIONS_FILE` (one column per model plus ``label``), :data:`DAILY_IC_FILE`,
     :data:`SUMMARY_FILE` and the plot :data:`PLOT_FILE`, and returns a :class:`Summary`.
     """
-    preds = {model_name(key): series for key, series in preds.items()}
-    labels = {model_name(key): series for key, series in labels.items()}
+    preds = {model_name(key): as_series(value) for key, value in preds.items()}
+    labels = {model_name(key): as_series(value) for key, value in labels.items()}
     windows = {model_name(key): list(value) for key, value in windows.items()}
     if not preds:
         raise InputError("write_outputs: no predictions to report")
@@ -152,6 +153,11 @@ def write_outputs(preds: Mapping[Any, pd.Series], labels: Mapping[Any, pd.Series
     return summary
 
 
+def as_series(value: pd.Series | pd.DataFrame) -> pd.Series:
+    """A prediction or label as a Series: a frame's first column (qlib's label frame has one)."""
+    return value.iloc[:, 0] if isinstance(value, pd.DataFrame) else value
+
+
 def model_name(key: Any) -> str:
     """A model's name from a collector key: a tuple's parts joined with ``/``, else ``str``."""
     if isinstance(key, tuple):
@@ -182,6 +188,7 @@ def plot_rank_ic(daily: Mapping[str, pd.DataFrame],
         axes.axhline(0.0, color="0.5", linewidth=0.6)
         axes.set_title("Cumulative daily rank IC of the stitched out-of-sample predictions")
         axes.set_ylabel("cumulative rank IC")
+        axes.set_xlabel("dotted lines: the first test day of each window (a retrain)")
         axes.legend(loc="upper left", frameon=False)
         axes.grid(axis="y", alpha=0.3)
         figure.tight_layout()
@@ -191,10 +198,15 @@ def plot_rank_ic(daily: Mapping[str, pd.DataFrame],
     return path
 
 
-def summary_rows(table: pd.DataFrame) -> list[list[str]]:
-    """The summary table as text cells (model first), for a terminal table."""
-    rows = []
+def summary_table(table: pd.DataFrame) -> Any:
+    """The summary as a rich table for the terminal: one row per model, four decimals."""
+    from rich.table import Table
+    from rich.text import Text
+
+    shown = Table(title="out-of-sample IC of the stitched predictions, per model")
+    for column in ("model", *SUMMARY_COLUMNS):
+        shown.add_column(column, justify="left" if column == "model" else "right")
     for model, row in table.iterrows():
-        rows.append([str(model), str(int(row["windows"])), str(int(row["test_days"])),
-                     *(f"{row[name]:.4f}" for name in ("IC", "ICIR", "Rank IC", "Rank ICIR"))])
-    return rows
+        shown.add_row(Text(str(model)), str(int(row["windows"])), str(int(row["test_days"])),
+                      *(f"{row[name]:.4f}" for name in ("IC", "ICIR", "Rank IC", "Rank ICIR")))
+    return shown

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from taskloom.cli.common import main
+from taskloom.cli.demo import demo_command
 from taskloom.cli.generate import generate_command
 from taskloom.cli.plugins import plugins_command
 from taskloom.cli.pool import POOL_COMMANDS
 from taskloom.cli.worker import worker_command
 
+main.add_command(demo_command)
 main.add_command(plugins_command)
 main.add_command(generate_command)
 main.add_command(worker_command)
