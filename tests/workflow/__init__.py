@@ -1,1 +1,0 @@
-"""The rolling workflow end to end: workflow files, the study, its outputs, the demo."""
