@@ -49,7 +49,7 @@ def test_the_first_command_runs_the_demo(tmp_path):
     directory = tmp_path / "taskloom-demo"
     tasks = list(TaskManager("rolling_demo", storage=f"sqlite:///{directory}/taskloom.db")
                  .query())
-    assert len(tasks) == 3 * 6  # three models, six quarterly windows each
+    assert len(tasks) == 3 * 4  # three models, four quarterly windows each
     assert {task["status"] for task in tasks} == {"done"}
     summary = pd.read_parquet(directory / "outputs" / "summary.parquet")
     for model in summary.index:  # the printed table holds the written numbers

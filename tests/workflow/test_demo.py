@@ -16,8 +16,8 @@ import pytest
 from taskloom.demo import SMALL_MARKET, WORKFLOW
 from taskloom_panel.market import exchange_days, write_synthetic_market
 
-#: the small demo's windows: quarterly test windows from 2017-01 to the data's end, mid-2018
-SMALL_WINDOWS = 6
+#: the small demo's windows: quarterly test windows from 2017-01 to the data's end, 2017-12
+SMALL_WINDOWS = 4
 MODELS = ["ridge", "gbdt", "noise_only"]
 
 
