@@ -12,7 +12,6 @@ listing plugins or running ``taskloom --help`` must not pay seconds for it.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -22,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from taskloom.errors import TaskloomError
-from taskloom.jsontypes import restore
 from taskloom.running import RunningTask, current_task
 from taskloom.taskkey import task_key
 
 from taskloom_recorder import tracking
 from taskloom_recorder.artifacts import write_result, write_task
+from taskloom_recorder.loaders import load_task
 from taskloom_recorder.params import batches, fit, flatten, limits
 from taskloom_recorder.retry import retrying
 
@@ -171,35 +170,17 @@ class MlflowRecorder:
         experiment_id = self.experiment_id()
         run = self._resumable(run_id, experiment_id)
         names = self._artifact_names(run_id)
-        param = self._read_task(run_id, names)
+        param = load_task(run, self.tracking_uri)
         retrying(self.client.update_run, run_id, status="RUNNING")
         limit = limits()
         return self._run_handler(run, experiment_id, handler, param, {}, {},
                                  fit(dict(tags or {}), limit.key_length, limit.tag_length),
                                  earlier=(names, run.data.metrics))
 
-    def load_task(self, run_id: str) -> Any:
-        """The task a run recorded: ``task.json`` with its ``task.types.json`` types restored."""
-        return self._read_task(run_id, self._artifact_names(run_id))
-
     def _artifact_names(self, run_id: str) -> set[str]:
         """The names of the files at the top of a run's artifacts."""
         return {item.path for item in retrying(self.client.list_artifacts, run_id)
                 if not item.is_dir}
-
-    def _read_task(self, run_id: str, names: set[str]) -> Any:
-        """:meth:`load_task`, given the names of the run's artifacts."""
-        with tempfile.TemporaryDirectory(prefix="taskloom-task-") as tmp:
-            if "task.json" not in names:
-                raise RecordingError(f"run {run_id} has no task.json artifact: it was not "
-                                     "made by the taskloom recorder")
-            data = json.loads(Path(retrying(self.client.download_artifacts, run_id,
-                                            "task.json", tmp)).read_text())
-            types = None
-            if "task.types.json" in names:
-                types = json.loads(Path(retrying(self.client.download_artifacts, run_id,
-                                                 "task.types.json", tmp)).read_text())
-        return restore(data, types)
 
     def _resumable(self, run_id: str, experiment_id: str) -> Run:
         """The run ``run_id`` of this experiment, checked to be resumable."""
