@@ -107,6 +107,23 @@ def test_a_reweighter_reaches_a_fit_that_takes_it_and_a_missing_label_is_none(ma
     assert set(values) == {"pred"}
 
 
+class OldStyleDataset(LabelFreeDataset):
+    """A dataset whose ``prepare`` has no ``data_key`` (qlib's plain DataHandler datasets)."""
+
+    def prepare(self, segments, col_set="feature"):
+        if col_set == "label":
+            return self.frame.loc[pd.IndexSlice["2020-01-01":, :], [LABEL]]
+        return super().prepare(segments, col_set)
+
+
+def test_the_label_of_a_dataset_without_data_key_is_read_without_it(market):
+    values = train_values({"model": {"class": WeightedModel},
+                           "dataset": {"class": OldStyleDataset, "kwargs": {"frame": market}}})
+    assert (values["pred"] == 0.0).all()  # no reweighter in the task: fit got None
+    test = market.loc[pd.IndexSlice["2020-01-01":, :], LABEL]
+    pd.testing.assert_series_equal(values["label"][LABEL], test)
+
+
 def test_task_train_records_a_finished_run_with_signal_and_analysis(client, experiment, task):
     ref = taskloom.task_train(task, experiment, recorder_name="ridge-2020")
     run = client.get_run(ref["run_id"])
