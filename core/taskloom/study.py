@@ -385,6 +385,7 @@ def run(wf: Workflow, workers: int | None = None, reset_first: bool = False,
     (``taskloom retry POOL`` puts them back).
     """
     say = report or (lambda line: None)
+    open_store(wf)  # an unreachable store fails before any data is prepared
     if reset_first:
         removed, deleted = reset(wf)
         say(f"reset: removed {removed} tasks from pool {wf.pool_name!r} and deleted "

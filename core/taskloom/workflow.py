@@ -28,7 +28,6 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -256,15 +255,6 @@ class Workflow(Section):
     _source: Path | None = PrivateAttr(None)
     _secrets: tuple[str, ...] = PrivateAttr(())
 
-    @field_validator("templates", mode="before")
-    @classmethod
-    def _read_template_files(cls, value: Any, info: ValidationInfo) -> Any:
-        if not isinstance(value, list):
-            return value
-        base = Path((info.context or {}).get("base", "."))
-        return [_template_file(base / item, position) if isinstance(item, str) else item
-                for position, item in enumerate(value)]
-
     @model_validator(mode="after")
     def _distinct_template_names(self) -> Workflow:
         seen: dict[str, int] = {}
@@ -351,10 +341,18 @@ def load_workflow(path: str | os.PathLike[str], environ: typing.Mapping[str, str
     problems: list[str] = []
     data = _expand(data, (), env, problems, lines)
     secrets = tuple(sorted(_passwords(data), key=len, reverse=True))
+    templates = data.get("templates")
+    if isinstance(templates, list):
+        for position, item in enumerate(templates):
+            if isinstance(item, str):
+                try:
+                    templates[position] = _template_file(path.parent / item)
+                except ValueError as exc:
+                    problems.append(f"{_where(('templates', position), lines)}: {item!r}: {exc}")
     if problems:
         raise WorkflowError(_report(path, problems, secrets))
     try:
-        workflow = Workflow.model_validate(data, context={"base": path.parent})
+        workflow = Workflow.model_validate(data)
     except ValidationError as exc:
         problems = [_problem(error, lines) for error in exc.errors()]
         raise WorkflowError(_report(path, problems, secrets)) from None
@@ -372,7 +370,7 @@ def mask_url(url: str) -> str:
     return url if not password else url.replace(f":{password}@", f":{MASK}@", 1)
 
 
-def _template_file(path: Path, position: int) -> Any:
+def _template_file(path: Path) -> Any:
     """The template mapping in a YAML file named in ``templates:``."""
     try:
         data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_Loader)  # noqa: S506

@@ -127,6 +127,7 @@ def submit_command(workflow: Path) -> None:
     from taskloom.workflow import mask_url
 
     wf = _load(workflow)
+    study.open_store(wf)  # an unreachable store fails before any data is prepared
     study.prepare(wf)
     submitted = study.submit(wf, study.generate(wf))
     say(f"submitted {len(set(submitted.ids))} tasks to pool {wf.pool_name!r} "
