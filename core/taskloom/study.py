@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.5
 #: how long a stopped worker gets to give its task back before it is killed
 STOP_GRACE_SECONDS = 30.0
-#: the file collected predictions are written to, in the outputs folder
-PREDICTIONS_FILE = "predictions.parquet"
 
 
 class StudyError(TaskloomError):
@@ -352,27 +350,31 @@ def run_key(wf: Workflow) -> Callable[[Any], tuple[Any, ...]]:
 
 
 def write_outputs(wf: Workflow, collected: dict[str, dict[Hashable, Any]]) -> list[Path]:
-    """Write the stitched predictions as ``<outputs>/predictions.parquet``; returns the files.
+    """Write the study's outputs in ``collect.outputs`` (:func:`taskloom.report.write_outputs`).
 
-    One column per template (``collect.key`` values joined by ``/``), indexed like the
-    predictions (``datetime``, ``instrument``), plus ``label`` when labels were collected.
+    One prediction series per collected key (``collect.key`` values joined by ``/``, in the
+    workflow's template order) with its labels, and its test windows: those of the pool's done
+    tasks. Returns the files: the predictions, the daily IC, the summary and the plot.
     """
-    import pandas as pd
+    from taskloom.report import write_outputs as write_report
 
     preds = collected.get("pred", {})
     if not preds:
         raise StudyError(f"nothing to write: experiment {wf.experiment_name!r} has no finished "
                          "run with predictions for this workflow's templates")
-    columns = {_column(key): _series(value) for key, value in preds.items()}
-    labels = collected.get("label", {})
-    if labels:
-        columns["label"] = pd.concat([_series(value) for value in labels.values()])
-        columns["label"] = columns["label"][~columns["label"].index.duplicated()]
-    frame = pd.DataFrame(columns).sort_index()
-    wf.outputs_dir.mkdir(parents=True, exist_ok=True)
-    path = wf.outputs_dir / PREDICTIONS_FILE
-    frame.to_parquet(path)
-    return [path]
+    order = {template.label: position for position, template in enumerate(wf.templates)}
+    keys = sorted(preds, key=lambda key: order.get(_column(key), len(order)))
+    segment = wf.collect.key.segment or "test"
+    windows: dict[str, list[Any]] = {}
+    manager = TaskManager(wf.pool_name, open_store(wf), create=False)
+    for record in manager.query({"status": DONE}):
+        task = record["def"]
+        tags = task.get("tags") or {}
+        name = _column(tuple(tags.get(tag) for tag in wf.collect.key.tags))
+        windows.setdefault(name, []).append(task["dataset"]["kwargs"]["segments"][segment])
+    summary = write_report({key: preds[key] for key in keys}, collected.get("label", {}),
+                           windows, wf.outputs_dir)
+    return [summary.predictions, summary.daily_ic_file, summary.summary_file, summary.plot]
 
 
 def run(wf: Workflow, workers: int | None = None, reset_first: bool = False,
@@ -483,13 +485,6 @@ def _column(key: Hashable) -> str:
     """A collected key as a column name: ``("ridge",)`` -> ``ridge``."""
     parts = key if isinstance(key, tuple) else (key,)
     return "/".join(str(part) for part in parts)
-
-
-def _series(value: Any) -> Any:
-    """A prediction or label as a Series (a one-column frame's column)."""
-    if hasattr(value, "columns"):
-        return value.iloc[:, 0]
-    return value
 
 
 @contextmanager

@@ -52,9 +52,10 @@ def demo_command(directory: Path, workers: int | None, size: str,
         say(f"wrote {write_workflow}; edit it, then run it with: taskloom run {write_workflow}")
         return
 
-    from taskloom import study
+    import pandas as pd
+
+    from taskloom import report, study
     from taskloom.cli.run import INTERRUPTED, TrainingDisplay
-    from taskloom.report import summary_table
     from taskloom.workflow import load_workflow
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -67,24 +68,25 @@ def demo_command(directory: Path, workers: int | None, size: str,
     say(f"taskloom demo: a rolling study in {here} (workflow {WORKFLOW.name}, size {size})")
     try:
         with TrainingDisplay() as display:
-            result = study.run(wf, workers=workers, progress=display,
-                               report=lambda line: display.progress.console.print(Text(line)))
+            study.run(wf, workers=workers, progress=display,
+                      report=lambda line: display.progress.console.print(Text(line)))
     except KeyboardInterrupt:
         err_console.print("interrupted: run the same command again to finish the study; "
                           "windows already trained are kept")
         sys.exit(INTERRUPTED)
-    summary = result.summary
-    console.print(summary_table(summary.table))
+    outputs = wf.outputs_dir
+    console.print(report.summary_table(pd.read_parquet(outputs / report.SUMMARY_FILE)))
     say("where everything is:")
     for what, path in (
         ("market data", here / "data" / "market.parquet"),
         ("task pool (SQLite)", here / "taskloom.db"),
         ("MLflow runs", here / "mlflow.db"),
         ("MLflow artifacts", here / "mlruns"),
-        ("stitched predictions", summary.predictions),
-        ("daily IC", summary.daily_ic_file),
-        ("summary", summary.summary_file),
-        ("plot", summary.plot),
+        ("stitched predictions", outputs / report.PREDICTIONS_FILE),
+        ("daily IC", outputs / report.DAILY_IC_FILE),
+        ("summary", outputs / report.SUMMARY_FILE),
+        ("plot", outputs / report.PLOT_FILE),
+        ("worker logs", outputs / "logs"),
     ):
         say(f"  {what + ':':22} {path}")
     say("browse the runs in the MLflow UI:")
