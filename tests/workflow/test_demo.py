@@ -101,6 +101,11 @@ def test_write_workflow_copies_the_shipped_file_and_never_overwrites(tmp_path):
     assert f"--write-workflow {target}: the file exists" in refused.stderr
     assert target.read_text() == "mine\n"
 
+    nowhere = tmp_path / "missing" / "study.yaml"
+    refused = taskloom("demo", "--write-workflow", str(nowhere), cwd=tmp_path)
+    assert refused.returncode == 2
+    assert f"--write-workflow {nowhere}: cannot write it" in refused.stderr
+
 
 def test_the_market_file_is_written_once_per_set_of_parameters(tmp_path):
     path, calendar = tmp_path / "data" / "market.parquet", tmp_path / "data" / "calendar.txt"

@@ -48,7 +48,11 @@ def demo_command(directory: Path, workers: int | None, size: str,
         if write_workflow.exists():
             raise InputError(f"--write-workflow {write_workflow}: the file exists; "
                              "remove it or choose another name")
-        shutil.copyfile(WORKFLOW, write_workflow)
+        try:
+            shutil.copyfile(WORKFLOW, write_workflow)
+        except OSError as exc:
+            raise InputError(f"--write-workflow {write_workflow}: cannot write it "
+                             f"({exc.strerror})") from None
         say(f"wrote {write_workflow}; edit it, then run it with: taskloom run {write_workflow}")
         return
 
