@@ -133,18 +133,19 @@ def _set_clause(fields: tuple[str, ...]) -> str:
 
 
 @functools.lru_cache(maxsize=128)
-def _finish_sql(fields: tuple[str, ...], append_history: bool) -> str:
+def _finish_sql(fields: tuple[str, ...], append_history: bool, returning: bool) -> str:
     """The fenced UPDATE of :meth:`SQLitePool._finish` that sets ``fields`` (cached likewise).
 
     Its parameters are the fields' values, the history entry when ``append_history``, then
-    the id, the pool and the lease token.
+    the id, the pool and the lease token. With ``returning`` it gives back the columns of
+    :data:`_FINISH_RETURNING` (what ``_finish`` needs; ``_end`` needs only the row count).
     """
     sets = _set_clause(fields)
     if append_history:
         sets += ", attempts = json_insert(attempts, '$[#]', json(?))"
     return (f"UPDATE tasks SET {sets} "
-            "WHERE id = ? AND pool = ? AND status = 'running' AND lease_token = ? "
-            f"RETURNING {_FINISH_RETURNING}")
+            "WHERE id = ? AND pool = ? AND status = 'running' AND lease_token = ?"
+            + (f" RETURNING {_FINISH_RETURNING}" if returning else ""))
 
 
 def _assignments(sets: Mapping[str, Any]) -> tuple[tuple[str, ...], list[Any]]:
@@ -466,7 +467,7 @@ class SQLitePool(Pool):
         fields, params = _assignments(sets)
         if append is not None:
             params.append(canonical_text(append))
-        rows, _ = self._store.write_one(_finish_sql(fields, append is not None),
+        rows, _ = self._store.write_one(_finish_sql(fields, append is not None, True),
                                         [*params, sql_id(task_id), self.name, token])
         if not rows:
             return None
@@ -476,6 +477,15 @@ class SQLitePool(Pool):
                              created_at, sets["updated_at"], not_before, attempt, None, None,
                              None, None, None, attempts, error),
                             {f: v for f, v in sets.items() if f in JSON_FIELDS})
+
+    def _end(self, task_id: str, token: str, sets: dict[str, Any], append: Any) -> bool:
+        """The fenced ``UPDATE`` of :meth:`_finish` with no ``RETURNING``: nothing to decode."""
+        fields, params = _assignments(sets)
+        if append is not None:
+            params.append(canonical_text(append))
+        _, count = self._store.write_one(_finish_sql(fields, append is not None, False),
+                                         [*params, sql_id(task_id), self.name, token])
+        return count == 1
 
     def _update(self, query: And, sets: dict[str, Any]) -> int:
         condition, cond_params = where(query)
