@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from taskloom.generation import TaskGen, task_generator
     from taskloom.manager import TaskManager, run_task
     from taskloom.recording import Recorder
+    from taskloom.workflow import Workflow, load_workflow
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,8 @@ _LAZY = {
     "Group": "taskloom.ensemble",
     "flatten_dict": "taskloom.ensemble",
     "run_task": "taskloom.manager",
+    "Workflow": "taskloom.workflow",
+    "load_workflow": "taskloom.workflow",
 }
 
 
@@ -91,6 +94,7 @@ __all__ = [
     "TaskManager",
     "TimeAdjuster",
     "TradingCalendar",
+    "Workflow",
     "__version__",
     "canonical_json",
     "current_task",
@@ -104,6 +108,7 @@ __all__ = [
     "hookimpl",
     "instantiate",
     "list_plugins",
+    "load_workflow",
     "run_task",
     "task_generator",
     "task_key",
