@@ -23,7 +23,10 @@ def finished_runs(wf) -> list:
 
 
 def test_run_stitches_every_test_date_once_per_model_and_a_rerun_trains_nothing(study_dir):
-    wf = load_workflow(study_dir / "tiny.yaml")
+    path = study_dir / "tiny.yaml"  # with the default handler, taskloom.train_values
+    path.write_text(path.read_text().replace('handler: "wf_support:train_window", ', ""))
+    wf = load_workflow(path)
+    assert wf.trainer.handler == "train"
     lines: list[str] = []
     snapshots: list[study.Progress] = []
     result = study.run(wf, progress=snapshots.append, report=lines.append)
