@@ -297,6 +297,11 @@ def train(wf: Workflow, workers: int | None = None,
                    failures=failures(wf, manager))
 
 
+def undone(wf: Workflow) -> int:
+    """How many of the pool's tasks are still waiting or running."""
+    return _undone(TaskManager(wf.pool_name, open_store(wf), create=False).task_stat())
+
+
 def failures(wf: Workflow, manager: TaskManager | None = None) -> list[Failure]:
     """The study's failed tasks, each named by template and test window, with its last error."""
     manager = manager or TaskManager(wf.pool_name, open_store(wf), create=False)
