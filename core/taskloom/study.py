@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 #: how often training re-counts the pool for its progress display
 POLL_SECONDS = 0.5
+#: a local worker idle this long exits (and is started again while tasks are undone), so one
+#: orphaned by a ``kill -9`` of ``taskloom run`` ends by itself
+IDLE_EXIT_SECONDS = 60.0
 #: how long a stopped worker gets to give its task back before it is killed
 STOP_GRACE_SECONDS = 30.0
 #: the file collected predictions are written to, in the outputs folder
@@ -260,9 +263,10 @@ def train(wf: Workflow, workers: int | None = None,
     configuration here (a bad handler is a clear error, not N dying processes), starts the
     workers (their output goes to ``<outputs>/logs/worker.log``), hands a :class:`Progress`
     to ``progress`` every ``poll_seconds``, and stops them once no task is undone, which also
-    waits for tasks other machines' workers hold. On Ctrl-C or SIGTERM the workers give their
-    tasks back and stop, and the interrupt propagates. Workers that die with tasks left are a
-    :class:`StudyError` quoting their log.
+    waits for tasks other machines' workers hold (workers idle for
+    :data:`IDLE_EXIT_SECONDS` exit and are started again). On Ctrl-C or SIGTERM the workers
+    give their tasks back and stop, and the interrupt propagates. Workers that die with tasks
+    left are a :class:`StudyError` quoting their log.
     """
     manager = TaskManager(wf.pool_name, open_store(wf), create=False)
     counts = manager.task_stat()
@@ -273,7 +277,8 @@ def train(wf: Workflow, workers: int | None = None,
     check_config(config)
     log_file = wf.outputs_dir / "logs" / "worker.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", *worker_argv(wf, workers)]
+    argv = [sys.executable, "-m", *worker_argv(wf, workers),
+            "--idle-exit", f"{IDLE_EXIT_SECONDS:g}"]
     started = time.monotonic()
     with open(log_file, "ab") as log, _sigterm_as_interrupt():
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -285,7 +290,9 @@ def train(wf: Workflow, workers: int | None = None,
                                       counts.get(DONE, 0) - done_before))
                 if not _undone(counts):
                     break
-                if process.poll() is not None and not counts.get(RUNNING):
+                if process.poll() == 0:  # idle while other machines hold the rest
+                    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+                elif process.returncode is not None:
                     raise StudyError(
                         f"the worker processes exited (code {process.returncode}) with "
                         f"{_undone(counts)} tasks undone; the end of {log_file}:\n"
