@@ -11,6 +11,7 @@ processes against the pool, exactly the command other machines run (:func:`worke
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -240,15 +241,24 @@ def worker_config(wf: Workflow, workers: int | None = None) -> WorkerConfig:
     )
 
 
-def worker_argv(wf: Workflow, workers: int | None = None, masked: bool = False) -> list[str]:
-    """The ``taskloom worker`` command line that trains this study (``masked``: for printing)."""
+def worker_argv(wf: Workflow, workers: int | None = None, masked: bool = False,
+                with_urls: bool = True) -> list[str]:
+    """The ``taskloom worker`` command line that trains this study.
+
+    ``masked`` hides passwords (for printing); without ``with_urls`` the store and tracking
+    URLs are left out, to be passed as ``TASKLOOM_STORAGE`` and ``MLFLOW_TRACKING_URI``.
+    """
     config = worker_config(wf, workers)
     show = mask_url if masked else str
-    argv = ["taskloom", "worker", config.pool, "--storage", show(config.storage or ""),
-            "--handler", config.handler, "--concurrency", str(config.concurrency),
-            "--lease", f"{config.lease_seconds:g}",
-            "--max-attempts", str(config.retry_policy.max_attempts),
-            "--record", config.record or "", "--tracking-uri", show(config.tracking_uri or "")]
+    argv = ["taskloom", "worker", config.pool]
+    if with_urls:
+        argv += ["--storage", show(config.storage or "")]
+    argv += ["--handler", config.handler, "--concurrency", str(config.concurrency),
+             "--lease", f"{config.lease_seconds:g}",
+             "--max-attempts", str(config.retry_policy.max_attempts),
+             "--record", config.record or ""]
+    if with_urls:
+        argv += ["--tracking-uri", show(config.tracking_uri or "")]
     if config.initializer is not None:
         argv += ["--init", config.initializer]
     return argv
@@ -277,11 +287,14 @@ def train(wf: Workflow, workers: int | None = None,
     check_config(config)
     log_file = wf.outputs_dir / "logs" / "worker.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", *worker_argv(wf, workers),
+    argv = [sys.executable, "-m", *worker_argv(wf, workers, with_urls=False),
             "--idle-exit", f"{IDLE_EXIT_SECONDS:g}"]
+    # the URLs go by environment, where a password does not show in the process list
+    env = {**os.environ, "TASKLOOM_STORAGE": wf.storage_url,
+           "MLFLOW_TRACKING_URI": wf.tracking_uri}
     started = time.monotonic()
     with open(log_file, "ab") as log, _sigterm_as_interrupt():
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             while True:
                 counts = manager.task_stat()
@@ -291,7 +304,8 @@ def train(wf: Workflow, workers: int | None = None,
                 if not _undone(counts):
                     break
                 if process.poll() == 0:  # idle while other machines hold the rest
-                    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+                    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                               env=env)
                 elif process.returncode is not None:
                     raise StudyError(
                         f"the worker processes exited (code {process.returncode}) with "
