@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from taskloom.manager import TaskManager, run_task
     from taskloom.recording import Recorder
     from taskloom.train import begin_task_train, end_task_train, task_train, train_values
+    from taskloom.workflow import Workflow, load_workflow
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,8 @@ _LAZY = {
     "begin_task_train": "taskloom.train",
     "end_task_train": "taskloom.train",
     "train_values": "taskloom.train",
+    "Workflow": "taskloom.workflow",
+    "load_workflow": "taskloom.workflow",
 }
 
 
@@ -101,6 +104,7 @@ __all__ = [
     "TaskManager",
     "TimeAdjuster",
     "TradingCalendar",
+    "Workflow",
     "__version__",
     "begin_task_train",
     "canonical_json",
@@ -117,6 +121,7 @@ __all__ = [
     "hookimpl",
     "instantiate",
     "list_plugins",
+    "load_workflow",
     "run_task",
     "task_generator",
     "task_key",

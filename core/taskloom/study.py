@@ -11,6 +11,7 @@ processes against the pool, exactly the command other machines run (:func:`worke
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 
 #: how often training re-counts the pool for its progress display
 POLL_SECONDS = 0.5
+#: a local worker idle this long exits (and is started again while tasks are undone), so one
+#: orphaned by a ``kill -9`` of ``taskloom run`` ends by itself
+IDLE_EXIT_SECONDS = 60.0
 #: how long a stopped worker gets to give its task back before it is killed
 STOP_GRACE_SECONDS = 30.0
 
@@ -235,15 +239,24 @@ def worker_config(wf: Workflow, workers: int | None = None) -> WorkerConfig:
     )
 
 
-def worker_argv(wf: Workflow, workers: int | None = None, masked: bool = False) -> list[str]:
-    """The ``taskloom worker`` command line that trains this study (``masked``: for printing)."""
+def worker_argv(wf: Workflow, workers: int | None = None, masked: bool = False,
+                with_urls: bool = True) -> list[str]:
+    """The ``taskloom worker`` command line that trains this study.
+
+    ``masked`` hides passwords (for printing); without ``with_urls`` the store and tracking
+    URLs are left out, to be passed as ``TASKLOOM_STORAGE`` and ``MLFLOW_TRACKING_URI``.
+    """
     config = worker_config(wf, workers)
     show = mask_url if masked else str
-    argv = ["taskloom", "worker", config.pool, "--storage", show(config.storage or ""),
-            "--handler", config.handler, "--concurrency", str(config.concurrency),
-            "--lease", f"{config.lease_seconds:g}",
-            "--max-attempts", str(config.retry_policy.max_attempts),
-            "--record", config.record or "", "--tracking-uri", show(config.tracking_uri or "")]
+    argv = ["taskloom", "worker", config.pool]
+    if with_urls:
+        argv += ["--storage", show(config.storage or "")]
+    argv += ["--handler", config.handler, "--concurrency", str(config.concurrency),
+             "--lease", f"{config.lease_seconds:g}",
+             "--max-attempts", str(config.retry_policy.max_attempts),
+             "--record", config.record or ""]
+    if with_urls:
+        argv += ["--tracking-uri", show(config.tracking_uri or "")]
     if config.initializer is not None:
         argv += ["--init", config.initializer]
     return argv
@@ -258,9 +271,10 @@ def train(wf: Workflow, workers: int | None = None,
     configuration here (a bad handler is a clear error, not N dying processes), starts the
     workers (their output goes to ``<outputs>/logs/worker.log``), hands a :class:`Progress`
     to ``progress`` every ``poll_seconds``, and stops them once no task is undone, which also
-    waits for tasks other machines' workers hold. On Ctrl-C or SIGTERM the workers give their
-    tasks back and stop, and the interrupt propagates. Workers that die with tasks left are a
-    :class:`StudyError` quoting their log.
+    waits for tasks other machines' workers hold (workers idle for
+    :data:`IDLE_EXIT_SECONDS` exit and are started again). On Ctrl-C or SIGTERM the workers
+    give their tasks back and stop, and the interrupt propagates. Workers that die with tasks
+    left are a :class:`StudyError` quoting their log.
     """
     manager = TaskManager(wf.pool_name, open_store(wf), create=False)
     counts = manager.task_stat()
@@ -271,10 +285,14 @@ def train(wf: Workflow, workers: int | None = None,
     check_config(config)
     log_file = wf.outputs_dir / "logs" / "worker.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", *worker_argv(wf, workers)]
+    argv = [sys.executable, "-m", *worker_argv(wf, workers, with_urls=False),
+            "--idle-exit", f"{IDLE_EXIT_SECONDS:g}"]
+    # the URLs go by environment, where a password does not show in the process list
+    env = {**os.environ, "TASKLOOM_STORAGE": wf.storage_url,
+           "MLFLOW_TRACKING_URI": wf.tracking_uri}
     started = time.monotonic()
     with open(log_file, "ab") as log, _sigterm_as_interrupt():
-        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             while True:
                 counts = manager.task_stat()
@@ -283,7 +301,10 @@ def train(wf: Workflow, workers: int | None = None,
                                       counts.get(DONE, 0) - done_before))
                 if not _undone(counts):
                     break
-                if process.poll() is not None and not counts.get(RUNNING):
+                if process.poll() == 0:  # idle while other machines hold the rest
+                    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                               env=env)
+                elif process.returncode is not None:
                     raise StudyError(
                         f"the worker processes exited (code {process.returncode}) with "
                         f"{_undone(counts)} tasks undone; the end of {log_file}:\n"
@@ -293,6 +314,11 @@ def train(wf: Workflow, workers: int | None = None,
             _stop(process)
     return Trained(counts=counts, trained_here=counts.get(DONE, 0) - done_before,
                    failures=failures(wf, manager))
+
+
+def undone(wf: Workflow) -> int:
+    """How many of the pool's tasks are still waiting or running."""
+    return _undone(TaskManager(wf.pool_name, open_store(wf), create=False).task_stat())
 
 
 def failures(wf: Workflow, manager: TaskManager | None = None) -> list[Failure]:

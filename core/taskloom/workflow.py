@@ -37,8 +37,9 @@ from taskloom.registry import lookup
 
 #: ``${VAR}`` or ``${VAR:-default}`` in a string value
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-#: the handler local workers run when the workflow names none: train, predict, run records
-DEFAULT_HANDLER = "taskloom.train:train_values"
+#: the handler workers run when the workflow names none: taskloom.train_values (fit, predict,
+#: run the record templates), registered as "train"
+DEFAULT_HANDLER = "train"
 #: the run tag that names the template a task came from (the collection's default key)
 TEMPLATE_TAG = "template"
 #: what hides a password in a printed URL

@@ -1,9 +1,10 @@
 """Killing ``taskloom run`` mid-way, then running it again, finishes the study: no window is
 trained twice and none is lost.
 
-The study runs as a subprocess in its own session, like a command in a terminal: Ctrl-C
-sends SIGINT to the whole group; SIGKILL to the whole group is a crash (tasks stay leased
-until their lease runs out, then the next run takes them over).
+The study runs as a subprocess (one worker process, the quickest to start) in its own
+session, like a command in a terminal: Ctrl-C sends SIGINT to the whole group; SIGKILL to the
+whole group is a crash (tasks stay leased until their lease runs out, then the next run
+takes them over).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 def start_run(study_dir, sleep: float) -> subprocess.Popen:
     env = {**os.environ, "TASKLOOM_TEST_TRAIN_SLEEP": str(sleep)}
-    return subprocess.Popen([sys.executable, "-m", "taskloom", "run", "tiny.yaml"],
+    return subprocess.Popen([sys.executable, "-m", "taskloom", "run", "tiny.yaml",
+                             "--workers", "1"],
                             cwd=study_dir, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -57,7 +59,7 @@ def finished_windows(wf) -> Counter:
 def test_a_killed_run_finishes_on_the_next_run_without_training_a_window_twice(study_dir,
                                                                                stop):
     wf = load_workflow(study_dir / "tiny.yaml")
-    process = start_run(study_dir, sleep=2.0)
+    process = start_run(study_dir, sleep=1.0)
     try:
         wait_for_done(wf, at_least=2)
         os.killpg(process.pid, stop)

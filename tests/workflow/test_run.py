@@ -3,6 +3,9 @@ every test date predicted once per model; a second run trains nothing."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -23,7 +26,10 @@ def finished_runs(wf) -> list:
 
 
 def test_run_stitches_every_test_date_once_per_model_and_a_rerun_trains_nothing(study_dir):
-    wf = load_workflow(study_dir / "tiny.yaml")
+    path = study_dir / "tiny.yaml"  # with the default handler, taskloom.train_values
+    path.write_text(path.read_text().replace('handler: "wf_support:train_window", ', ""))
+    wf = load_workflow(path)
+    assert wf.trainer.handler == "train"
     lines: list[str] = []
     snapshots: list[study.Progress] = []
     result = study.run(wf, progress=snapshots.append, report=lines.append)
@@ -71,3 +77,30 @@ def test_failed_windows_are_named_and_reset_clears_pool_and_runs(study_dir):
     removed, deleted = study.reset(wf)
     assert removed == 8 and deleted == 8  # the failed runs are deleted too
     assert TaskManager(wf.pool_name, wf.storage_url).task_stat() == {}
+
+
+def test_training_waits_for_a_task_another_machine_holds_restarting_idle_workers(
+        study_dir, monkeypatch):
+    monkeypatch.setattr(study, "IDLE_EXIT_SECONDS", 1.0)
+    wf = load_workflow(study_dir / "tiny.yaml")
+    study.prepare(wf)
+    tasks = study.generate(wf)
+    study.submit(wf, tasks)
+    elsewhere = TaskManager(wf.pool_name, wf.storage_url, lease_seconds=600)
+    held = elsewhere.fetch_task()  # "another machine" holds one window
+
+    trained: list[study.Trained] = []
+    thread = threading.Thread(target=lambda: trained.append(study.train(wf, workers=1)))
+    thread.start()
+    log = study_dir / "outputs" / "logs" / "worker.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "attempts (" not in (
+            log.read_text() if log.exists() else ""):
+        time.sleep(0.2)  # until the local worker, idle, has exited once
+    assert elsewhere.task_stat() == {"done": len(tasks) - 1, "running": 1}
+    elsewhere.return_task(held)  # the other machine gives its window back
+    thread.join(timeout=180)
+
+    assert trained and trained[0].counts == {"done": len(tasks)}
+    assert trained[0].trained_here == len(tasks)
+    assert log.read_text().count("attempts (") >= 2  # the worker was started again

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from taskloom import study
 from taskloom.cli import main
+from taskloom.errors import TaskloomError
 from taskloom.workflow import WorkflowError, load_workflow, mask_url
 
 MINIMAL = """\
@@ -171,3 +173,18 @@ def test_the_cli_reports_a_bad_workflow_in_one_error_and_exit_code_2(tmp_path):
         assert result.output.startswith("error: workflow ")
         assert "trainer.workers (line 5): 'two'" in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_missing_calendar_file_and_a_bad_prepare_step_are_named_when_their_stage_runs(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    wf = load_workflow(write(tmp_path, MINIMAL + "generators: [{name: rolling}]\n"
+                                                 "calendar: {file: days.txt}\n"
+                                                 "prepare: [{class: 'taskloom_panel:no_such'}]\n"))
+    with pytest.raises(WorkflowError, match=r"calendar.file: 'days.txt': cannot read it"):
+        study.generate(wf)
+    with pytest.raises(TaskloomError, match=r"prepare\[0\].*no_such"):
+        study.prepare(wf)
+    (tmp_path / "days.txt").write_text("2020-01-02\n2020-01-03\n")
+    assert study.calendar(wf).days.tolist() == [pd.Timestamp("2020-01-02"),
+                                                pd.Timestamp("2020-01-03")]

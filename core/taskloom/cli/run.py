@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from rich.text import Text
 
 from taskloom.cli.common import console, err_console, say
+from taskloom.errors import TaskloomError
 
 if TYPE_CHECKING:
     from taskloom.study import Progress, StudyResult
@@ -36,6 +40,18 @@ def _load(path: Path) -> Workflow:
     from taskloom.workflow import load_workflow
 
     return load_workflow(path)
+
+
+@contextmanager
+def _masked(wf: Workflow) -> Iterator[None]:
+    """Re-raise a taskloom error with the workflow's passwords masked in its message."""
+    try:
+        yield
+    except TaskloomError as exc:
+        masked = wf.mask(str(exc))
+        if masked == str(exc):
+            raise
+        raise TaskloomError(masked) from None
 
 
 def _duration(seconds: float | None) -> str:
@@ -107,15 +123,13 @@ def run_command(workflow: Path, workers: int | None, reset: bool) -> None:
 
     wf = _load(workflow)
     try:
-        with TrainingDisplay() as display:
+        with _masked(wf), TrainingDisplay() as display:
             result = study.run(wf, workers=workers, reset_first=reset, progress=display,
-                               report=lambda line: display.progress.console.print(line))
+                               report=lambda line: display.progress.console.print(Text(line)))
     except KeyboardInterrupt:
         err_console.print("interrupted: tasks in progress were given back; run the same "
                           "command again to finish the study")
         sys.exit(INTERRUPTED)
-    except study.StudyError as exc:
-        raise study.StudyError(wf.mask(str(exc))) from None
     _summary(result)
 
 
@@ -127,9 +141,10 @@ def submit_command(workflow: Path) -> None:
     from taskloom.workflow import mask_url
 
     wf = _load(workflow)
-    study.open_store(wf)  # an unreachable store fails before any data is prepared
-    study.prepare(wf)
-    submitted = study.submit(wf, study.generate(wf))
+    with _masked(wf):
+        study.open_store(wf)  # an unreachable store fails before any data is prepared
+        study.prepare(wf)
+        submitted = study.submit(wf, study.generate(wf))
     say(f"submitted {len(set(submitted.ids))} tasks to pool {wf.pool_name!r} "
         f"({mask_url(wf.storage_url)}): {submitted.new} new")
     say("train them on any machine that can reach the pool and the tracking store with:")
@@ -143,13 +158,13 @@ def collect_command(workflow: Path) -> None:
     from taskloom import study
 
     wf = _load(workflow)
-    left = study.TaskManager(wf.pool_name, study.open_store(wf), create=False).task_stat()
-    undone = sum(left.get(status, 0) for status in study.UNDONE)
-    if undone:
-        err_console.print(f"warning: {undone} tasks of pool {wf.pool_name!r} are not done yet; "
-                          "collecting the finished ones")
-    collected = study.collect(wf)
-    for path in study.write_outputs(wf, collected):
+    with _masked(wf):
+        undone = study.undone(wf)
+        if undone:
+            err_console.print(f"warning: {undone} tasks of pool {wf.pool_name!r} are not done "
+                              "yet; collecting the finished ones")
+        paths = study.write_outputs(wf, study.collect(wf))
+    for path in paths:
         say(f"wrote {path}")
 
 
