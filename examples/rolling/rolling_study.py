@@ -92,7 +92,9 @@ class RollingStudy:
         for task in tasks:
             windows.setdefault(task["tags"]["template"], []).append(
                 task["dataset"]["kwargs"]["segments"]["test"])
-        summary = write_outputs(collected["pred"], collected["label"], windows, "outputs")
+        keys = [(template.label,) for template in self.workflow.templates]  # the file's order
+        summary = write_outputs({key: collected["pred"][key] for key in keys},
+                                collected["label"], windows, "outputs")
         from rich.console import Console
 
         Console().print(summary_table(summary.table))
