@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from taskloom.generation import TaskGen, task_generator
     from taskloom.manager import TaskManager, run_task
     from taskloom.recording import Recorder
+    from taskloom.trainer import DelayTrainerR, DelayTrainerRM, Trainer, TrainerR, TrainerRM
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,11 @@ _LAZY = {
     "Group": "taskloom.ensemble",
     "flatten_dict": "taskloom.ensemble",
     "run_task": "taskloom.manager",
+    "Trainer": "taskloom.trainer",
+    "TrainerR": "taskloom.trainer",
+    "DelayTrainerR": "taskloom.trainer",
+    "TrainerRM": "taskloom.trainer",
+    "DelayTrainerRM": "taskloom.trainer",
 }
 
 
@@ -83,6 +89,8 @@ def get_recorder(name: str) -> Callable[..., Recorder]:
 __all__ = [
     "FLATTEN_TUPLE",
     "Collector",
+    "DelayTrainerR",
+    "DelayTrainerRM",
     "Ensemble",
     "Group",
     "PluginInfo",
@@ -91,6 +99,9 @@ __all__ = [
     "TaskManager",
     "TimeAdjuster",
     "TradingCalendar",
+    "Trainer",
+    "TrainerR",
+    "TrainerRM",
     "__version__",
     "canonical_json",
     "current_task",
