@@ -19,7 +19,7 @@ import taskloom
 HERE = Path(__file__).resolve().parent
 #: set in a worker's environment: the handler writes its pid there and hangs, once
 HANG_MARKER_ENV = "TASKLOOM_TEST_HANG_MARKER"
-#: rolling step in trading days: the test period 2016-07..2017-12 makes four windows
+#: rolling step in trading days: the test period 2016-07..2017-12 makes five windows
 STEP = 95
 RIDGE = {"class": "Ridge", "module_path": "sklearn.linear_model", "kwargs": {"alpha": 10.0}}
 
@@ -65,6 +65,17 @@ def hang_then_train(task: Any, **kwargs: Any) -> Any:
         while True:
             time.sleep(1)
     return taskloom.train_values(task, **kwargs)
+
+
+def parent_pid_train(task: Any, experiment_name: str, recorder_name: str | None = None,
+                     tracking_uri: str | None = None) -> dict[str, Any]:
+    """A train function recording (as metrics) which process ran it, and that one's parent."""
+    recorder = taskloom.get_recorder("mlflow")(experiment_name, tracking_uri=tracking_uri)
+    return recorder.wrap(_pids)(task)
+
+
+def _pids(task: Any) -> dict[str, int]:
+    return {"pid": os.getpid(), "ppid": os.getppid()}
 
 
 def cli_env(**extra: str) -> dict[str, str]:
