@@ -60,3 +60,15 @@ class ConfigError(TaskloomError, ValueError):
     The message names the config path (``model.kwargs.num_leaves``) and the bad value; the
     underlying ImportError, AttributeError or TypeError is chained as the cause.
     """
+
+
+class CollectError(TaskloomError):
+    """Collected runs cannot be read: no such experiment, an unreadable or refused artifact.
+
+    The message names the experiment, or the run id and the artifact path, and the cause is
+    chained, so the user sees what to fix instead of a traceback from inside MLflow or pyarrow.
+    """
+
+
+class MissingArtifactError(CollectError, LookupError):
+    """A run has no artifact at the requested path (``only_exist=True`` skips these runs)."""

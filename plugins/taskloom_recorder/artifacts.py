@@ -103,7 +103,9 @@ def read_parquet(path: str | Path) -> pd.DataFrame | pd.Series:
     """A parquet artifact back: the Series it stores by the convention, else the DataFrame."""
     import pandas as pd
 
-    frame = pd.read_parquet(path)
+    # one file is small: pyarrow's own thread pool costs more than it saves, and the
+    # collector already reads many files in parallel
+    frame = pd.read_parquet(path, use_threads=False)
     marker = frame.attrs.get(ATTRS_KEY)
     if not (isinstance(marker, dict) and marker.get("series")):
         return frame

@@ -1,0 +1,1 @@
+"""Collection tests: collectors over MLflow runs and their processors."""
