@@ -18,6 +18,7 @@ from taskloom.retry import RetryPolicy
 from taskloom.trainer import TrainingError
 from taskloom_panel import LABEL, NOISE_FEATURES, SIGNAL_FEATURES, synthetic_market, write_panel
 from taskloom_recorder import tracking
+from taskloom_recorder.collector import segment_of
 
 from train.metrics import mean_rank_ic
 from train.trainer_support import HANG_MARKER_ENV, parent_pid_train, rolling_tasks, worker
@@ -45,7 +46,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def tracking_uri(workdir: Path) -> str:
-    return f"sqlite:///{workdir / 'mlflow.db'}"
+    """The module's MLflow store, created before any worker process could race to create it."""
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    taskloom.get_recorder("mlflow")("Default", tracking_uri=uri).prepare()
+    return uri
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +67,12 @@ def experiment(request: pytest.FixtureRequest) -> str:
 
 def collect(experiment: str, tracking_uri: str) -> dict[str, pd.Series]:
     """The recorded predictions of the experiment, one stitched series per model."""
-    from taskloom_recorder.collector import segment_of
-
     collector = taskloom.get_collector("recorder")(
         experiment, process_list=taskloom.get_processor("rolling_group")(),
         rec_key_func=lambda run: (run.data.tags["model_name"], segment_of(run, "test")),
         tracking_uri=tracking_uri)
-    return {key[0]: frame.squeeze("columns") for key, frame in collector()["pred"].items()}
+    return {key[0]: pred if isinstance(pred, pd.Series) else pred.squeeze("columns")
+            for key, pred in collector()["pred"].items()}
 
 
 def check_study(preds: dict[str, pd.Series], market: pd.DataFrame) -> None:
