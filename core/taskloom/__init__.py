@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from taskloom.generation import TaskGen, task_generator
     from taskloom.manager import TaskManager, run_task
     from taskloom.recording import Recorder
+    from taskloom.train import begin_task_train, end_task_train, task_train, train_values
     from taskloom.trainer import DelayTrainerR, DelayTrainerRM, Trainer, TrainerR, TrainerRM
 
 __version__ = "0.1.0"
@@ -47,6 +48,10 @@ _LAZY = {
     "Group": "taskloom.ensemble",
     "flatten_dict": "taskloom.ensemble",
     "run_task": "taskloom.manager",
+    "task_train": "taskloom.train",
+    "begin_task_train": "taskloom.train",
+    "end_task_train": "taskloom.train",
+    "train_values": "taskloom.train",
     "Trainer": "taskloom.trainer",
     "TrainerR": "taskloom.trainer",
     "DelayTrainerR": "taskloom.trainer",
@@ -86,6 +91,11 @@ def get_recorder(name: str) -> Callable[..., Recorder]:
     return _lookup("recorder", name)
 
 
+def get_record(name: str) -> Callable[..., Any]:
+    """The record template (class or factory) registered as ``name``."""
+    return _lookup("record", name)
+
+
 __all__ = [
     "FLATTEN_TUPLE",
     "Collector",
@@ -103,13 +113,16 @@ __all__ = [
     "TrainerR",
     "TrainerRM",
     "__version__",
+    "begin_task_train",
     "canonical_json",
     "current_task",
+    "end_task_train",
     "flatten_dict",
     "get_collector",
     "get_generator",
     "get_handler",
     "get_processor",
+    "get_record",
     "get_recorder",
     "get_storage",
     "hookimpl",
@@ -118,5 +131,7 @@ __all__ = [
     "run_task",
     "task_generator",
     "task_key",
+    "task_train",
     "to_jsonable",
+    "train_values",
 ]

@@ -3,9 +3,9 @@
 Two families of hooks exist:
 
 * ``taskloom_register_*`` hooks contribute *named things* (generators, storage schemes,
-  handlers, collector processors, collectors, recorders). Each receives a ``register``
-  callback; the core builds the callback so it can record which plugin provided which name,
-  reject duplicates and list the known names when a lookup misses.
+  handlers, collector processors, collectors, recorders, record templates). Each receives a
+  ``register`` callback; the core builds the callback so it can record which plugin provided
+  which name, reject duplicates and list the known names when a lookup misses.
 * Lifecycle hooks (``taskloom_task_*``) let observers watch the task pool: a task was claimed,
   finished, failed for good, or will be retried. Their return values are ignored.
 
@@ -36,6 +36,7 @@ RegisterHandler = Callable[[str, Callable[..., Any]], None]
 RegisterProcessor = Callable[[str, Callable[..., Any]], None]
 RegisterCollector = Callable[[str, Callable[..., Any]], None]
 RegisterRecorder = Callable[[str, Callable[..., Any]], None]
+RegisterRecord = Callable[[str, Callable[..., Any]], None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,6 +143,25 @@ def taskloom_register_recorders(register: RegisterRecorder) -> None:
         @hookimpl
         def taskloom_register_recorders(register):
             register("wandb", WandbRecorder)
+    """
+
+
+@hookspec
+def taskloom_register_records(register: RegisterRecord) -> None:
+    """Contribute record templates by the bare class name tasks give them.
+
+    Called once per process, the first time a task's ``record`` names a template without a
+    module. ``register(name, cls)`` takes a class or factory; a task's
+    ``{"class": name, "kwargs": {...}}`` builds it with those kwargs (and ``model``/``dataset``
+    when it takes them), and its ``generate(pred=..., label=..., **context)`` returns the
+    values to record (:mod:`taskloom.recordtemplates`). ``taskloom.get_record(name)`` returns
+    it.
+
+    Example::
+
+        @hookimpl
+        def taskloom_register_records(register):
+            register("PortAnaRecord", PortfolioRecord)
     """
 
 

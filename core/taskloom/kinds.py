@@ -51,5 +51,7 @@ KINDS: dict[str, Kind] = {
              "a callable (a class or factory) that builds a collector", callable),
         Kind("recorder", "taskloom_register_recorders",
              "a callable (a class or factory) that builds a recorder", callable),
+        Kind("record", "taskloom_register_records",
+             "a callable (a class or factory) that builds a record template", callable),
     )
 }

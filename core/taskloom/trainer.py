@@ -33,6 +33,7 @@ from taskloom.manager import TaskManager
 from taskloom.registry import lookup
 from taskloom.retry import RetryPolicy
 from taskloom.status import DONE, FAILED, PART_DONE, RUNNING, WAITING
+from taskloom.train import begin_task_train, end_task_train, task_train
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +117,12 @@ class TrainerR(Trainer):
     STATUS_BEGIN = "begin_task_train"
     STATUS_END = "end_task_train"
 
-    def __init__(self, experiment_name: str | None = None, train_func: TrainFunc | None = None,
+    def __init__(self, experiment_name: str | None = None, train_func: TrainFunc = task_train,
                  call_in_subproc: bool = False, default_rec_name: str | None = None, *,
                  tracking_uri: str | None = None) -> None:
         super().__init__()
         self.experiment_name = experiment_name
-        self.train_func = train_func or default_func("task_train")
+        self.train_func = train_func
         self.call_in_subproc = call_in_subproc
         self.default_rec_name = default_rec_name
         self.tracking_uri = tracking_uri
@@ -163,11 +164,10 @@ class DelayTrainerR(TrainerR):
     """
 
     def __init__(self, experiment_name: str | None = None,
-                 train_func: TrainFunc | None = None,
-                 end_train_func: TrainFunc | None = None, **kwargs: Any) -> None:
-        super().__init__(experiment_name, train_func or default_func("begin_task_train"),
-                         **kwargs)
-        self.end_train_func = end_train_func or default_func("end_task_train")
+                 train_func: TrainFunc = begin_task_train,
+                 end_train_func: TrainFunc = end_task_train, **kwargs: Any) -> None:
+        super().__init__(experiment_name, train_func, **kwargs)
+        self.end_train_func = end_train_func
         self.delay = True
 
     def end_train(self, models: list[dict[str, Any]] | dict[str, Any],
@@ -209,7 +209,7 @@ class TrainerRM(Trainer):
     TM_ID = "_id in TaskManager"
 
     def __init__(self, experiment_name: str | None = None, task_pool: str | None = None,
-                 train_func: TrainFunc | None = None, skip_run_task: bool = False,
+                 train_func: TrainFunc = task_train, skip_run_task: bool = False,
                  default_rec_name: str | None = None, *, storage: str | None = None,
                  tracking_uri: str | None = None,
                  lease_seconds: float = DEFAULT_TRAIN_LEASE_SECONDS,
@@ -218,7 +218,7 @@ class TrainerRM(Trainer):
         super().__init__()
         self.experiment_name = experiment_name
         self.task_pool = task_pool
-        self.train_func = train_func or default_func("task_train")
+        self.train_func = train_func
         self.skip_run_task = skip_run_task
         self.default_rec_name = default_rec_name
         self.storage = storage
@@ -331,13 +331,11 @@ class DelayTrainerRM(TrainerRM):
     """
 
     def __init__(self, experiment_name: str | None = None, task_pool: str | None = None,
-                 train_func: TrainFunc | None = None,
-                 end_train_func: TrainFunc | None = None, skip_run_task: bool = False,
+                 train_func: TrainFunc = begin_task_train,
+                 end_train_func: TrainFunc = end_task_train, skip_run_task: bool = False,
                  **kwargs: Any) -> None:
-        super().__init__(experiment_name, task_pool,
-                         train_func or default_func("begin_task_train"), skip_run_task,
-                         **kwargs)
-        self.end_train_func = end_train_func or default_func("end_task_train")
+        super().__init__(experiment_name, task_pool, train_func, skip_run_task, **kwargs)
+        self.end_train_func = end_train_func
         self.delay = True
 
     def train(self, tasks: Sequence[Mapping[str, Any]] | Mapping[str, Any],
@@ -389,13 +387,6 @@ class DelayTrainerRM(TrainerRM):
 # ------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------
-
-
-def default_func(name: str) -> TrainFunc:
-    """The train function ``name`` of :mod:`taskloom.train` (imported when a trainer is made)."""
-    from taskloom import train
-
-    return getattr(train, name)
 
 
 def task_list(tasks: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> list[Any]:

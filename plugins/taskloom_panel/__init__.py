@@ -1,15 +1,21 @@
 """Models and datasets that run without qlib: a panel dataset, a scikit-learn model adapter
-and a synthetic market.
+and a synthetic market; and the record templates ``SignalRecord`` and ``SigAnaRecord``.
 
-Tasks name them by class path (``{"class": "PanelDataset", "module_path": "taskloom_panel"}``),
-so the plugin registers nothing. The names below load their modules (and pandas) on first
-access: every CLI call imports this package when it lists plugins, and must stay fast.
+Tasks name the model and dataset by class path (``{"class": "PanelDataset", "module_path":
+"taskloom_panel"}``); the record templates are registered, so a task's ``record`` names them
+bare, as qlib's do. The names below load their modules (and pandas) on first access: every
+CLI call imports this package when it lists plugins, and must stay fast.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from taskloom import hookimpl
+from taskloom.hookspecs import RegisterRecord
+
+from taskloom_panel.records import SigAnaRecord, SignalRecord
 
 if TYPE_CHECKING:
     from taskloom_panel.dataset import PanelDataset, PanelError, read_panel, write_panel
@@ -43,6 +49,13 @@ _LAZY = {
 }
 
 
+@hookimpl
+def taskloom_register_records(register: RegisterRecord) -> None:
+    """``SignalRecord`` and ``SigAnaRecord``, the templates qlib's tasks name bare."""
+    register("SignalRecord", SignalRecord)
+    register("SigAnaRecord", SigAnaRecord)
+
+
 def __getattr__(name: str) -> Any:
     """Import the module that defines ``name`` on first access (PEP 562)."""
     if name in _LAZY:
@@ -58,6 +71,8 @@ __all__ = [
     "PanelDataset",
     "PanelError",
     "SIGNAL_FEATURES",
+    "SigAnaRecord",
+    "SignalRecord",
     "SklearnModel",
     "noise_features",
     "read_panel",

@@ -26,6 +26,7 @@ from taskloom.taskkey import task_key
 
 from taskloom_recorder import tracking
 from taskloom_recorder.artifacts import write_result, write_task
+from taskloom_recorder.loaders import load_task
 from taskloom_recorder.params import batches, fit, flatten, limits
 from taskloom_recorder.retry import retrying
 
@@ -125,11 +126,17 @@ class MlflowRecorder:
     # recording a handler
     # ----------------------------------------------------------------------------------------
 
-    def wrap(self, handler: Callable[..., Any]) -> RecordedHandler:
-        """``handler`` recorded: each call is one run and returns the run's JSON reference."""
-        return RecordedHandler(self, handler)
+    def wrap(self, handler: Callable[..., Any], *, run_name: str | None = None,
+             tags: Mapping[str, str] | None = None) -> RecordedHandler:
+        """``handler`` recorded: each call is one run and returns the run's JSON reference.
 
-    def record(self, handler: Callable[..., Any], param: Any, kwargs: Mapping[str, Any]) -> dict:
+        ``run_name`` names the runs (default: ``pool/task_id#attempt`` in a pool, else
+        MLflow's random name); ``tags`` are set on each run besides the recorder's own.
+        """
+        return RecordedHandler(self, handler, run_name=run_name, tags=tags)
+
+    def record(self, handler: Callable[..., Any], param: Any, kwargs: Mapping[str, Any], *,
+               run_name: str | None = None, tags: Mapping[str, str] | None = None) -> dict:
         """Run ``handler(param, **kwargs)`` inside a new run; the run's JSON reference.
 
         If the handler raises (or is interrupted), the run ends FAILED (KILLED for an
@@ -137,26 +144,82 @@ class MlflowRecorder:
         pool task's run that a newer attempt marked KILLED meanwhile stays KILLED: a
         :class:`RunKilledError` ends this attempt.
         """
-        from mlflow.entities import RunStatus
-
         task = current_task()
         experiment_id = self.experiment_id()
         limit = limits()
         params = fit(flatten(param), limit.key_length, limit.param_length)
+        all_tags = {**run_tags(param, task), **(tags or {})}
         run = retrying(self.client.create_run, experiment_id,
-                       tags=fit(run_tags(param, task), limit.key_length, limit.tag_length),
-                       run_name=_run_name(task))
+                       tags=fit(all_tags, limit.key_length, limit.tag_length),
+                       run_name=run_name or _run_name(task))
         if task is not None and task.attempt > 1:
             self.kill_orphans(experiment_id, task)
+        return self._run_handler(run, experiment_id, handler, param, kwargs, params, {})
+
+    def resume(self, run_id: str, handler: Callable[..., Any], *,
+               tags: Mapping[str, str] | None = None) -> dict:
+        """Run ``handler(task)`` inside the existing run ``run_id``; its updated JSON reference.
+
+        ``task`` is the task the run recorded (its ``task.json`` with the types of
+        ``task.types.json`` put back). The run is set RUNNING again, what the handler returns
+        is added to what the run already holds (params are not logged again), ``tags`` are
+        set, and the run ends FINISHED, or FAILED with ``error.txt``, as :meth:`record` ends
+        a new one. The reference lists the run's earlier artifacts and metrics too. This is
+        qlib's ``R.start(recorder_id=..., resume=True)``, which ``end_task_train`` needs.
+        """
+        experiment_id = self.experiment_id()
+        run = self._resumable(run_id, experiment_id)
+        names = self._artifact_names(run_id)
+        param = load_task(run, self.tracking_uri)
+        retrying(self.client.update_run, run_id, status="RUNNING")
+        limit = limits()
+        return self._run_handler(run, experiment_id, handler, param, {}, {},
+                                 fit(dict(tags or {}), limit.key_length, limit.tag_length),
+                                 earlier=(names, run.data.metrics))
+
+    def _artifact_names(self, run_id: str) -> set[str]:
+        """The names of the files at the top of a run's artifacts."""
+        return {item.path for item in retrying(self.client.list_artifacts, run_id)
+                if not item.is_dir}
+
+    def _resumable(self, run_id: str, experiment_id: str) -> Run:
+        """The run ``run_id`` of this experiment, checked to be resumable."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = retrying(self.client.get_run, run_id)
+        except MlflowException as exc:
+            raise RecordingError(f"run {run_id!r} cannot be resumed: not found in "
+                                 f"{self.tracking_uri} ({exc.message})") from exc
+        if run.info.experiment_id != experiment_id:
+            raise RecordingError(
+                f"run {run_id} belongs to experiment id {run.info.experiment_id}, not to "
+                f"{self.experiment!r} (id {experiment_id}); resume it with that experiment")
+        if run.info.lifecycle_stage != "active":
+            raise RecordingError(f"run {run_id} is deleted and cannot be resumed")
+        return run
+
+    def _run_handler(self, run: Run, experiment_id: str, handler: Callable[..., Any],
+                     param: Any, kwargs: Mapping[str, Any], params: dict[str, str],
+                     tags: dict[str, str],
+                     earlier: tuple[set[str], Mapping[str, float]] | None = None) -> dict:
+        """Call the handler inside ``run``, record what it returns, end the run; its reference.
+
+        ``earlier`` are the artifact names and metrics a resumed run already holds, which its
+        reference lists too.
+        """
+        from mlflow.entities import RunStatus
+
+        task = current_task()
         with tempfile.TemporaryDirectory(prefix="taskloom-run-") as tmp:
             directory = Path(tmp)
             try:
                 write_task(param, directory)
                 metrics = fit(write_result(handler(param, **kwargs), directory),
-                              limit.key_length, None)
+                              limits().key_length, None)
                 if task is not None:
                     self._check_still_running(run, task)
-                self._end(run, params, metrics, directory, RunStatus.FINISHED)
+                self._end(run, params, metrics, directory, RunStatus.FINISHED, tags)
             except RunKilledError:
                 raise
             except BaseException as exc:
@@ -164,18 +227,21 @@ class MlflowRecorder:
                 status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.KILLED
                 self._end_quietly(run, params, {}, directory, status)
                 raise
-            artifacts = sorted(path.name for path in directory.iterdir())
-        return self._reference(run, experiment_id, artifacts, metrics)
+            artifacts = {path.name for path in directory.iterdir()}
+        if earlier is not None:
+            artifacts |= earlier[0]
+            metrics = {**earlier[1], **metrics}
+        return self._reference(run, experiment_id, sorted(artifacts), metrics)
 
     def _end(self, run: Run, params: dict[str, str], metrics: dict[str, float],
-             directory: Path, status: int) -> None:
-        """Log params, metrics and the directory's files, then end the run with ``status``."""
+             directory: Path, status: int, tags: dict[str, str] | None = None) -> None:
+        """Log params, metrics, tags and the directory's files, then end the run with ``status``."""
         from mlflow.entities import Metric, Param, RunStatus, RunTag
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         run_id = run.info.run_id
         now = _millis()
-        for batch in batches(params, {}, metrics, limits()):
+        for batch in batches(params, tags or {}, metrics, limits()):
             retrying(self.client.log_batch, run_id,
                      metrics=[Metric(k, v, now, 0) for k, v in batch.metrics.items()],
                      params=[Param(k, v) for k, v in batch.params.items()],
@@ -244,12 +310,16 @@ class RecordedHandler:
     (when the handler itself is a module-level function).
     """
 
-    def __init__(self, recorder: MlflowRecorder, handler: Callable[..., Any]) -> None:
+    def __init__(self, recorder: MlflowRecorder, handler: Callable[..., Any], *,
+                 run_name: str | None = None, tags: Mapping[str, str] | None = None) -> None:
         self.recorder = recorder
         self.handler = handler
+        self.run_name = run_name
+        self.tags = dict(tags or {})
 
     def __call__(self, param: Any, **kwargs: Any) -> dict[str, Any]:
-        return self.recorder.record(self.handler, param, kwargs)
+        return self.recorder.record(self.handler, param, kwargs, run_name=self.run_name,
+                                    tags=self.tags)
 
     def __repr__(self) -> str:
         return f"{self.recorder!r}.wrap({self.handler!r})"
