@@ -147,14 +147,15 @@ def test_trainer_r_trains_in_process_and_end_train_tags_the_runs(
         trainer.worker()
 
 
+@pytest.mark.slow
 def test_trainer_r_call_in_subproc_runs_each_task_in_one_fresh_process(tasks, tracking_uri,
                                                                          experiment):
     trainer = taskloom.TrainerR(experiment, train_func=parent_pid_train, call_in_subproc=True,
                                 tracking_uri=tracking_uri)
-    references = trainer.train(tasks[:3])
+    references = trainer.train(tasks[:2])
     # qlib nested the k-th task k processes deep (bug B10): here each child's parent is us
-    assert [ref["metrics"]["ppid"] for ref in references] == [os.getpid()] * 3
-    assert len({ref["metrics"]["pid"] for ref in references}) == 3
+    assert [ref["metrics"]["ppid"] for ref in references] == [os.getpid()] * 2
+    assert len({ref["metrics"]["pid"] for ref in references} | {os.getpid()}) == 3
 
 
 def test_delay_trainer_rm_records_first_and_trains_in_end_train(
