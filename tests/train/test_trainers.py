@@ -267,3 +267,28 @@ def test_a_failing_window_makes_train_raise_naming_it(tasks, workdir, tracking_u
     statuses = sorted(run.info.status for run in runs_of(experiment, tracking_uri))
     assert statuses == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
 
+
+
+def test_with_skip_run_task_train_waits_for_workers_to_train_every_task(
+        tasks, workdir, tracking_uri, experiment):
+    pool_url = f"sqlite:///{workdir / (experiment + '.db')}"
+    trainer = taskloom.TrainerRM(experiment, storage=pool_url, tracking_uri=tracking_uri,
+                                 skip_run_task=True)
+    tm = TaskManager(experiment, pool_url)
+
+    def work_once_submitted() -> None:
+        while tm.task_stat().get("waiting", 0) < 2:
+            time.sleep(0.05)
+        trainer.worker()
+
+    helper = threading.Thread(target=work_once_submitted)
+    helper.start()
+    references = trainer.train(tasks[:2])  # trains nothing itself: the helper does
+    helper.join()
+    assert all("pred.parquet" in ref["artifacts"] for ref in references)
+    assert tm.task_stat() == {"done": 2}
+
+
+def test_without_an_experiment_name_runs_go_to_qlibs_default_experiment(tasks, tracking_uri):
+    (reference,) = taskloom.TrainerR(tracking_uri=tracking_uri).train(tasks[0])
+    assert reference["experiment"] == "Experiment"
