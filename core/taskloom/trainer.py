@@ -421,8 +421,13 @@ def window(task: Any) -> str:
     segments = dataset.get("kwargs", {}).get("segments") if isinstance(dataset, Mapping) else None
     if isinstance(segments, Mapping) and segments.get("test") is not None:
         start, end = segments["test"]
-        parts.append(f"test {start}..{end}")
+        parts.append(f"test {_day(start)}..{_day(end)}")
     return " ".join(parts) or repr(task)[:80]
+
+
+def _day(bound: Any) -> str:
+    """A segment bound for messages: ``YYYY-MM-DD`` for a date, as written otherwise."""
+    return bound.strftime("%Y-%m-%d") if hasattr(bound, "strftime") else str(bound)
 
 
 def format_stat(stat: Mapping[str, int]) -> str:

@@ -258,7 +258,8 @@ def test_a_failing_window_makes_train_raise_naming_it(tasks, workdir, tracking_u
         trainer.train(broken)
     start, end = broken[1]["dataset"]["kwargs"]["segments"]["test"]
     message = str(caught.value)
-    assert f"SklearnModel test {start}..{end}" in message and "1 of 3 tasks failed" in message
+    window = f"SklearnModel test {pd.Timestamp(start):%Y-%m-%d}..{pd.Timestamp(end):%Y-%m-%d}"
+    assert window in message and "1 of 3 tasks failed" in message
     assert "alpha" in message  # the error itself, from the failed attempt
     assert caught.value.references[1] is None and None not in (
         caught.value.references[0], caught.value.references[2])
