@@ -1,7 +1,11 @@
-"""Built-in handlers for demos and benchmarks: ``noop`` and ``sleep``.
+"""Built-in handlers: ``train`` (qlib's task training), ``noop`` and ``sleep``.
 
-Real handlers train models; these two need no data, so a pool and its workers can be tried
-out (``taskloom worker POOL --handler sleep``) and measured (``benchmarks/bench_pool.py``).
+``train`` is :func:`taskloom.train.train_values`: build the task's model and dataset, fit,
+predict the test segment, run its record templates, and return the values to record; run it
+under the recorder (``taskloom worker POOL --handler train --record EXPERIMENT``) and each
+task becomes one MLflow run, exactly what ``task_train`` makes. ``noop`` and ``sleep`` need no
+data, so a pool and its workers can be tried out (``taskloom worker POOL --handler sleep``)
+and measured (``benchmarks/bench_pool.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from typing import Any
 
 from taskloom import hookimpl
 from taskloom.hookspecs import RegisterHandler
+from taskloom.train import train_values
 
 #: how long ``sleep`` sleeps when the task does not say
 DEFAULT_SLEEP_SECONDS = 1.0
@@ -34,6 +39,7 @@ def sleep(param: Any, **kwargs: Any) -> dict[str, float]:
 
 @hookimpl
 def taskloom_register_handlers(register: RegisterHandler) -> None:
-    """Register ``noop`` and ``sleep``."""
+    """Register ``train``, ``noop`` and ``sleep``."""
+    register("train", train_values)
     register("noop", noop)
     register("sleep", sleep)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +214,25 @@ def test_a_failing_end_stage_fails_the_resumed_run_and_a_retry_resumes_it_again(
         run = client.get_run(begun["run_id"])
         assert run.info.status == "FAILED" and run.data.tags[STATUS_KEY] == "begin_task_train"
     assert "error.txt" in {item.path for item in client.list_artifacts(begun["run_id"])}
+
+
+@pytest.mark.slow
+def test_the_built_in_train_handler_under_worker_record_makes_what_task_train_makes(
+    client, experiment, task, tracking_dir, tmp_path
+):
+    url = f"sqlite:///{tmp_path}/pool.db"
+    tm = TaskManager("cli-train", url)
+    (task_id,) = tm.create_task([task])
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI",
+                                                              "TASKLOOM_STORAGE")}
+    done = subprocess.run(
+        [sys.executable, "-m", "taskloom", "worker", "cli-train", "--storage", url,
+         "--handler", "train", "--record", experiment, "--idle-exit", "0.5"],
+        cwd=tracking_dir, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ref = tm.re_query(task_id)["res"]
+    run = client.get_run(ref["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["taskloom.task_id"] == str(task_id)
+    assert {"pred.parquet", "label.parquet", "sig_analysis.parquet"} <= set(ref["artifacts"])
+    assert ref["metrics"]["IC"] > 0
