@@ -95,7 +95,7 @@ def runs_of(experiment: str, tracking_uri: str) -> list:
 
 def worker_args(experiment: str, pool_url: str, tracking_uri: str, *extra: str) -> tuple:
     """``taskloom worker`` arguments training the trainer's tasks as the trainer does."""
-    return (experiment, "--storage", pool_url, "--handler", "taskloom:train_values",
+    return (experiment, "--storage", pool_url, "--handler", "train",
             "--record", experiment, "--tracking-uri", tracking_uri, *extra)
 
 
