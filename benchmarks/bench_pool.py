@@ -1,6 +1,7 @@
 """Speed of the task pool: no-op throughput per backend, and the costs that grow with a pool.
 
-    python benchmarks/bench_pool.py [--tasks 20000] [--processes 1,2,4] [--mongo-url URL]
+    python benchmarks/bench_pool.py [--tasks 20000] [--processes 1,2,4] [--repeat 3]
+                                    [--mongo-url URL]
 
 Throughput: ``--tasks`` no-op tasks are drained by 1, 2 and 4 worker processes running the
 real worker loop (:func:`taskloom.worker.work` with the built-in ``noop`` handler: claim
@@ -8,13 +9,17 @@ with a lease, run, fenced commit with history, lifecycle hooks). In the same run
 SQLite claim/commit loop (one ``UPDATE ... RETURNING`` claim and one ``UPDATE`` commit per
 task, WAL, ``synchronous=NORMAL``, the claim index; no leases, no history) drains the same
 number of tasks with the same process counts: the physical limit of the file. The goal is
-that the SQLite pool reaches at least half of it. ``memory://`` lives in one process, so it
-is measured with one (and at most 2,000 tasks: it scans its records on every claim). MongoDB
-is measured when ``--mongo-url`` (or ``TASKLOOM_BENCH_MONGO_URL``) names a server, with
-``--mongo-tasks`` tasks. Without one, if the test suite has built its SecantusDB server (in
-the user's cache, see ``tests/support/mongo.py``), it is started as a separate process for
-the run and the same rows are printed for it, labelled as what they are: a functional check
-of the MongoDB backend over the wire, not a MongoDB throughput figure.
+that the SQLite pool reaches at least half of it. On a shared machine one drain can be
+slowed by a neighbour, so each process count is measured ``--repeat`` times, the bare loop
+and the pool taking turns (bare, pool, pool, bare, ...), each on a fresh file; the row shows
+the median rates and the median of the ratios of the pairs measured back to back.
+``memory://`` lives in one process, so it is measured with one (and at most 2,000 tasks: it
+scans its records on every claim). MongoDB is measured when ``--mongo-url`` (or
+``TASKLOOM_BENCH_MONGO_URL``) names a server, with ``--mongo-tasks`` tasks. Without one, if
+the test suite has built its SecantusDB server (in the user's cache, see
+``tests/support/mongo.py``), it is started as a separate process for the run and the same
+rows are printed for it, labelled as what they are: a functional check of the MongoDB
+backend over the wire, not a MongoDB throughput figure.
 
 Growth (SQLite): ``create_task`` of 20,000 rolling-style tasks of which half are already in
 the pool, on a pool of 10,000 tasks and again on one of 100,000, against a bare
@@ -153,14 +158,28 @@ def memory_rate(tasks: int) -> float:
     return tasks / (time.monotonic() - started)
 
 
-def throughput(workdir: Path, tasks: int, counts: list[int], mongo_url: str | None,
-               mongo_tasks: int) -> None:
-    print(f"no-op throughput, {tasks} tasks (tasks/s; ratio = pool / bare SQLite loop)")
-    print(f"  {'backend':<28}{'procs':>6}{'tasks/s':>12}{'bare/s':>12}{'ratio':>8}")
+def sqlite_pair(workdir: Path, tasks: int, processes: int, pool_first: bool) -> tuple[float, float]:
+    """``(pool rate, bare rate)`` measured back to back, each on a fresh file."""
+    url = f"sqlite:///{workdir}/pool-{uuid.uuid4().hex[:6]}.db"
+    if pool_first:
+        rate = pool_rate(url, tasks, processes)
+        return rate, bare_rate(workdir, tasks, processes)
+    bare = bare_rate(workdir, tasks, processes)
+    return pool_rate(url, tasks, processes), bare
+
+
+def throughput(workdir: Path, tasks: int, counts: list[int], repeat: int,
+               mongo_url: str | None, mongo_tasks: int) -> None:
+    print(f"no-op throughput, {tasks} tasks (tasks/s; ratio = pool / bare SQLite loop; "
+          f"medians of {repeat} interleaved pairs)")
+    print(f"  {'backend':<28}{'procs':>6}{'tasks/s':>12}{'bare/s':>12}{'ratio':>8}   ratios")
     for n in counts:
-        bare = bare_rate(workdir, tasks, n)
-        rate = pool_rate(f"sqlite:///{workdir}/pool-{n}.db", tasks, n)
-        print(f"  {'sqlite pool':<28}{n:>6}{rate:>12,.0f}{bare:>12,.0f}{rate / bare:>8.2f}")
+        pairs = [sqlite_pair(workdir, tasks, n, pool_first=i % 2 == 1) for i in range(repeat)]
+        rate = statistics.median(p for p, _ in pairs)
+        bare = statistics.median(b for _, b in pairs)
+        ratios = [p / b for p, b in pairs]
+        print(f"  {'sqlite pool':<28}{n:>6}{rate:>12,.0f}{bare:>12,.0f}"
+              f"{statistics.median(ratios):>8.2f}   {' '.join(f'{r:.2f}' for r in ratios)}")
     n_memory = min(tasks, MEMORY_TASKS)
     rate = memory_rate(n_memory)
     print(f"  {f'memory pool ({n_memory} tasks)':<28}{1:>6}{rate:>12,.0f}")
@@ -298,6 +317,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--processes", default="1,2,4")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved bare/pool pairs per process count (median shown)")
     parser.add_argument("--mongo-url", default=os.environ.get("TASKLOOM_BENCH_MONGO_URL"))
     parser.add_argument("--mongo-tasks", type=int, default=300)
     parser.add_argument("--skip-growth", action="store_true")
@@ -305,7 +326,7 @@ def main() -> None:
     counts = [int(part) for part in args.processes.split(",")]
     with tempfile.TemporaryDirectory(prefix="taskloom-bench-") as tmp:
         workdir = Path(tmp)
-        throughput(workdir, args.tasks, counts, args.mongo_url, args.mongo_tasks)
+        throughput(workdir, args.tasks, counts, args.repeat, args.mongo_url, args.mongo_tasks)
         if not args.skip_growth:
             growth(workdir)
 

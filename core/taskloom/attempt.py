@@ -78,7 +78,7 @@ class Held:
 
 def task_id_of(task: Mapping[str, Any] | str) -> str:
     """The id of a task given as a record, a ``{"_id": id}`` dict or a bare id string."""
-    if isinstance(task, Mapping):
+    if type(task) is dict or isinstance(task, Mapping):
         if "_id" not in task:
             raise ValueError(f"a task dict needs an '_id', got keys {sorted(task)}")
         return str(task["_id"])
@@ -87,10 +87,12 @@ def task_id_of(task: Mapping[str, Any] | str) -> str:
 
 def lease_token(task: Mapping[str, Any] | str) -> str | None:
     """The lease token a fetched task carries; None for a bare id or a record read back."""
-    if not isinstance(task, Mapping):
+    if type(task) is not dict and not isinstance(task, Mapping):
         return None
     lease = task.get("lease")
-    return lease.get("token") if isinstance(lease, Mapping) else None
+    if type(lease) is dict or isinstance(lease, Mapping):
+        return lease.get("token")
+    return None
 
 
 def without_token(record: Record) -> Record:
@@ -260,25 +262,27 @@ class Attempts:
     # ending an attempt
     # ----------------------------------------------------------------------------------------
 
-    def commit(self, task: Mapping[str, Any] | str, data: Any, status: str) -> Record:
+    def commit(self, task: Mapping[str, Any] | str, data: Any, status: str) -> None:
         """Store the JSON result ``data`` with ``status``; the history outcome is the status.
 
         Fenced by the task's lease token (:class:`LeaseLostError` if it was lost); a task
         without one (``{"_id": id}`` or a bare id) is an unguarded, administrative update.
+        The record is read back only when a ``taskloom_task_finished`` hook observes it.
         """
+        finished = plugins.hook().taskloom_task_finished
         record = self._end(task, {"status": status, "res": data, "error": None,
-                                  "not_before": None}, status, "commit")
-        self._fire(plugins.hook().taskloom_task_finished, task=record,
-                   status=status)
-        return record
+                                  "not_before": None}, status, "commit",
+                           read_back=self._observed(finished))
+        if record is not None:
+            self._fire(finished, task=record, status=status)
 
-    def give_back(self, task: Mapping[str, Any] | str, status: str) -> Record:
+    def give_back(self, task: Mapping[str, Any] | str, status: str) -> None:
         """Put a task back in ``status``, claimable at once, uncounted (history: returned).
 
         Fenced like :meth:`commit`; the stored result is kept.
         """
-        return self._end(task, {"status": status, "not_before": None}, Outcome.RETURNED,
-                         "return")
+        self._end(task, {"status": status, "not_before": None}, Outcome.RETURNED, "return",
+                  read_back=False)
 
     def _give_back_interrupted(self, task: Record) -> None:
         """Give back a task whose holder was interrupted; a lost lease is only logged."""
@@ -319,9 +323,17 @@ class Attempts:
         return Outcome.LEASE_LOST
 
     def _end(
-        self, task: Mapping[str, Any] | str, changes: dict[str, Any], outcome: str, action: str
-    ) -> Record:
-        """Apply an attempt's end: fenced by the task's lease token, unguarded without one."""
+        self,
+        task: Mapping[str, Any] | str,
+        changes: dict[str, Any],
+        outcome: str,
+        action: str,
+        read_back: bool,
+    ) -> Record | None:
+        """Apply an attempt's end: fenced by the task's lease token, unguarded without one.
+
+        Returns the record after the change; a fenced end returns None unless ``read_back``.
+        """
         task_id = task_id_of(task)
         token = lease_token(task)
         now = time.time()
@@ -334,7 +346,12 @@ class Attempts:
             return record
         if self._keeper.is_lost(token):
             raise self._lost(task, action)
-        record = self.pool.finish(task_id, token, changes, _history(task, now, outcome), now)
+        entry = _history(task, now, outcome)
+        if not read_back:
+            if not self.pool.end(task_id, token, changes, entry, now):
+                raise self._lost(task, action)
+            return None
+        record = self.pool.finish(task_id, token, changes, entry, now)
         if record is None:
             raise self._lost(task, action)
         return record
@@ -433,8 +450,12 @@ class Attempts:
         the token). With tracing on (``TASKLOOM_TRACE_PLUGINS``) every call is made, so that
         the trace shows it.
         """
-        if self._trace_hooks or hook.get_hookimpls():
+        if self._observed(hook):
             hook(pool=self.pool.name, task=without_token(task), **kwargs)
+
+    def _observed(self, hook: HookCaller) -> bool:
+        """Whether a call of this lifecycle hook is to be made (see :meth:`_fire`)."""
+        return self._trace_hooks or bool(hook.get_hookimpls())
 
     def _lost(self, task: Mapping[str, Any] | str, action: str) -> LeaseLostError:
         """The error for an ``action`` on a task whose lease is gone, naming task and holder."""
@@ -448,8 +469,12 @@ class Attempts:
 
 
 def _history(task: Mapping[str, Any], now: float, outcome: str, **extra: Any) -> dict[str, Any]:
-    """The history entry that ends the attempt a fetched ``task`` holds."""
+    """The history entry that ends the attempt a fetched ``task`` holds.
+
+    Keys in sorted order and the outcome as a plain string: the canonical form the pool
+    stores, which it then need not convert.
+    """
     lease = task.get("lease") or {}
-    return {"attempt": task.get("attempt"), "owner": lease.get("owner"),
-            "started": lease.get("started"), "ended": now, "outcome": outcome, **extra}
+    return {"attempt": task.get("attempt"), "ended": now, **extra, "outcome": str(outcome),
+            "owner": lease.get("owner"), "started": lease.get("started")}
 

@@ -27,7 +27,7 @@ def owner_id() -> str:
 
 def new_token() -> str:
     """A fresh random lease token (one per claim)."""
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()
 
 
 class LeaseKeeper:

@@ -64,6 +64,8 @@ TASK_PREFIXES: tuple[str, ...] = ("filter", "def")
 #: record fields an update may not set (identity, creation time, and the lease that only
 #: claim/heartbeat/finish manage)
 UNSETTABLE: frozenset[str] = frozenset({"_id", "created_at", "lease"})
+#: the record fields an update may set
+_SETTABLE: frozenset[str] = RECORD_FIELDS - UNSETTABLE
 #: settable record fields whose values have a fixed kind (see ``value_kind``), so that ordering
 #: and indexes behave the same on every backend
 FIELD_KINDS: dict[str, tuple[str, ...]] = {
@@ -112,9 +114,13 @@ def normalize(query: Mapping[str, Any] | None) -> And:
 
     ``None`` and ``{}`` match every record.
     """
-    if query is None:
-        return And(())
+    if query is None or (type(query) is dict and not query):
+        return _MATCH_ALL
     return _normalize_query(query, "query", 0)
+
+
+#: the tree of the empty query (a worker's usual claim), built once: nodes are immutable
+_MATCH_ALL = And(())
 
 
 def _normalize_query(query: Any, where: str, depth: int) -> And:
@@ -296,28 +302,39 @@ def check_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
     the field). A value with no JSON form raises
     :class:`TaskEncodingError`.
     """
-    if not isinstance(changes, Mapping):
+    if type(changes) is not dict and not isinstance(changes, Mapping):
         raise QueryError(f"changes must be a dict, not {type(changes).__name__}")
     out: dict[str, Any] = {}
     for field, value in changes.items():
-        if field not in RECORD_FIELDS:
-            raise QueryError(
-                f"cannot set {field!r}: updates set top-level record fields "
-                f"({', '.join(sorted(RECORD_FIELDS - UNSETTABLE))})"
-            )
-        if field in UNSETTABLE:
-            raise QueryError(f"cannot set {field!r}: it is managed by the store")
-        if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
-            raise QueryError(f"cannot set {field!r} to {_int_text(value)}: it is outside "
-                             "the 64-bit integer range that stores hold")
-        try:
-            out[field] = to_canonical(value)
-        except TaskEncodingError as exc:
-            raise TaskEncodingError(f"cannot set {field!r}: {exc}") from exc
+        if field not in _SETTABLE:
+            raise _unsettable(field)
+        if value is None or type(value) is str:  # most changes: canonical as they are
+            out[field] = value
+        else:
+            out[field] = _canonical_change(field, value)
         kinds = FIELD_KINDS.get(field)
         if kinds and value_kind(out[field]) not in kinds:
             raise QueryError(f"cannot set {field!r} to {value!r:.80}: it holds a {kinds[0]}")
     return out
+
+
+def _unsettable(field: Any) -> QueryError:
+    """The error for a change of a field that updates may not set."""
+    if field in UNSETTABLE:
+        return QueryError(f"cannot set {field!r}: it is managed by the store")
+    return QueryError(f"cannot set {field!r}: updates set top-level record fields "
+                      f"({', '.join(sorted(_SETTABLE))})")
+
+
+def _canonical_change(field: str, value: Any) -> Any:
+    """A changed field's value as canonical JSON data; an error names the field."""
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise QueryError(f"cannot set {field!r} to {_int_text(value)}: it is outside "
+                         "the 64-bit integer range that stores hold")
+    try:
+        return to_canonical(value)
+    except TaskEncodingError as exc:
+        raise TaskEncodingError(f"cannot set {field!r}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ a corrupt record is skipped and reported) and then call a handful of abstract pr
 (``_insert``, ``_claim``, ``_heartbeat``, ``_finish``, ``_update``, ``_delete``, ``_counts``,
 ``_find``, ``_get``, ``_ids_for_keys``; ``_has_pool``, ``_create_pool``, ``_open_pool``,
 ``_list_pools``, ``_drop_pool``) that receive checked input. A backend implements only the
-primitives, in the spirit of huey's ``BaseStorage``. The contract stays small and atomic:
+primitives, in the spirit of huey's ``BaseStorage``; ``_end`` is an optional one, with a
+default built on ``_finish``. The contract stays small and atomic:
 
 * insert-if-absent by task key, a whole batch atomically;
 * claim one task (highest priority first, FIFO within a priority, only tasks whose
@@ -71,7 +72,7 @@ from taskloom.status import (  # noqa: F401 - re-exported: the contract speaks o
     WAITING,
     TaskStatus,
 )
-from taskloom.taskkey import to_canonical
+from taskloom.taskkey import is_canonical, to_canonical
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,21 @@ def _check_count(field: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise StorageError(f"{field} must be an integer >= 0, got {value!r:.80}")
     return value
+
+
+def _finish_input(
+    changes: dict[str, Any], history: dict[str, Any] | None, now: float
+) -> tuple[dict[str, Any], Any]:
+    """The checked ``sets`` and history entry of :meth:`Pool.finish` and :meth:`Pool.end`."""
+    now = _check_number("now", now)
+    sets = check_changes(changes)
+    sets["lease"], sets["updated_at"] = None, now
+    entry = None
+    if history:
+        entry = history if is_canonical(history) else to_canonical(history)
+    if entry is not None and "attempts" in sets:
+        sets["attempts"], entry = [*sets["attempts"], entry], None
+    return sets, entry
 
 
 class Pool(ABC):
@@ -234,18 +250,33 @@ class Pool(ABC):
         that token (nothing is changed then).
         """
         token = _check_text("token", token)
-        now = _check_number("now", now)
-        sets = check_changes(changes)
-        sets["lease"], sets["updated_at"] = None, now
-        entry = to_canonical(history) if history else None
-        if entry is not None and "attempts" in sets:
-            sets["attempts"], entry = [*sets["attempts"], entry], None
+        sets, entry = _finish_input(changes, history, now)
         if not isinstance(task_id, str):
             return None
         got = self._finish(task_id, token, sets, entry)
         if isinstance(got, CorruptRecord):
             raise StorageError(self._corrupt_message(got))
         return got
+
+    def end(
+        self,
+        task_id: str,
+        token: str,
+        changes: dict[str, Any],
+        history: dict[str, Any] | None,
+        now: float,
+    ) -> bool:
+        """:meth:`finish` without reading the record back: True if ``token`` held the lease.
+
+        The same checks and the same write, for callers that only need to know whether the
+        fence let it through (a worker's commit when no lifecycle hook observes the task):
+        a backend may then skip returning and decoding the record.
+        """
+        token = _check_text("token", token)
+        sets, entry = _finish_input(changes, history, now)
+        if not isinstance(task_id, str):
+            return False
+        return self._end(task_id, token, sets, entry)
 
     def counts(self, query: dict[str, Any]) -> dict[str, int]:
         """``{status: n}`` over matching tasks, by indexed aggregation (no payload decoding)."""
@@ -349,6 +380,14 @@ class Pool(ABC):
         ``updated_at`` among them; ``append`` is a history entry for ``attempts`` or None.
         Returns the record after the change, or None (nothing changed) when not held.
         """
+
+    def _end(self, task_id: str, token: str, sets: dict[str, Any], append: Any) -> bool:
+        """:meth:`_finish` without the record: True if the task was running under ``token``.
+
+        Optional: the default calls :meth:`_finish`; a backend whose write can skip
+        returning the row overrides it.
+        """
+        return self._finish(task_id, token, sets, append) is not None
 
     @abstractmethod
     def _update(self, query: And, sets: dict[str, Any]) -> int:

@@ -464,6 +464,25 @@ class BackendContract:
         assert pool.get(task_id)["status"] == "running"
 
 
+    def test_end_writes_what_finish_writes_and_says_whether_the_token_held(
+        self, pool: Pool
+    ) -> None:
+        a, b = insert(pool, {"name": "a"}, {"name": "b"})
+        claim(pool, T0, owner="w1", token="ta")
+        claim(pool, T0, owner="w1", token="tb")
+        entry = {"attempt": 1, "owner": "w1", "started": T0, "ended": T0 + 3, "outcome": "ok"}
+        changes = {"status": "done", "res": {"ic": 0.05, "v": [1, 2]}}
+        assert pool.end(a, "stale", changes, entry, T0 + 3) is False
+        assert pool.get(a)["status"] == "running"
+        assert pool.end(a, "ta", changes, entry, T0 + 3) is True
+        finished = pool.finish(b, "tb", changes, entry, T0 + 3)
+        ended = pool.get(a)
+        assert {**ended, "_id": b, "key": finished["key"], "def": finished["def"]} == finished
+        assert pool.end(a, "ta", {"status": "failed"}, None, T0 + 4) is False
+        with pytest.raises(QueryError, match="lease"):
+            pool.end(b, "tb", {"lease": None}, None, T0)
+
+
     # --------------------------------------------------------------------------------------------
     # counts, find, get
     # --------------------------------------------------------------------------------------------
