@@ -10,6 +10,8 @@ workflow file (``rolling_demo.yaml`` beside this script), so both describe one s
     python examples/rolling/rolling_study.py            # reset, generate, train, collect
     python examples/rolling/rolling_study.py worker     # in other terminals, while it trains
 
+``--size small`` uses the demo's reduced market (``taskloom demo --size small``).
+
 ``taskloom run examples/rolling/rolling_demo.yaml`` does all of it in one command.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import taskloom
 from mlflow.tracking import MlflowClient
+from taskloom.demo import SMALL_MARKET
 from taskloom.report import summary_table, write_outputs
 from taskloom.study import prepare
 from taskloom.workflow import load_workflow
@@ -34,8 +37,10 @@ TRACKING_URI = "sqlite:///mlflow.db"
 class RollingStudy:
     """qlib's ``RollingTaskExample``: one method per step of the study."""
 
-    def __init__(self, step: int = 63) -> None:
+    def __init__(self, step: int = 63, size: str = "full") -> None:
         self.workflow = load_workflow(WORKFLOW)
+        if size == "small":
+            self.workflow.prepare[0].kwargs.update(SMALL_MARKET)
         self.step = step
         self.trainer = taskloom.TrainerRM(EXPERIMENT, POOL, storage=STORAGE,
                                           tracking_uri=TRACKING_URI)
@@ -76,9 +81,11 @@ class RollingStudy:
         """Collect the runs, stitch each template's windows, and write the outputs."""
 
         def rec_key(run):
-            start = run.data.tags["taskloom.segment.test.start"]
-            end = run.data.tags["taskloom.segment.test.end"]
-            return run.data.tags["template"], (start, end)
+            # the template's name and the test window, as the recorder tagged the run (an
+            # open end, the last window's, has no tag)
+            tags = run.data.tags
+            window = (tags["taskloom.segment.test.start"], tags.get("taskloom.segment.test.end"))
+            return tags["template"], window
 
         collector = taskloom.get_collector("recorder")(
             EXPERIMENT,
@@ -111,8 +118,10 @@ class RollingStudy:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("command", nargs="?", choices=["main", "worker"], default="main")
-    study = RollingStudy()
-    if parser.parse_args().command == "worker":
+    parser.add_argument("--size", choices=["full", "small"], default="full")
+    args = parser.parse_args()
+    study = RollingStudy(size=args.size)
+    if args.command == "worker":
         study.worker()
     else:
         study.main()

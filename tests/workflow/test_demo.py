@@ -16,6 +16,7 @@ import pytest
 from taskloom.demo import SMALL_MARKET, WORKFLOW
 from taskloom_panel.market import exchange_days, write_synthetic_market
 
+ROOT = Path(__file__).resolve().parents[2]
 #: the small demo's windows: quarterly test windows from 2017-01 to the data's end, 2017-12
 SMALL_WINDOWS = 4
 MODELS = ["ridge", "gbdt", "noise_only"]
@@ -82,6 +83,22 @@ def test_the_small_demo_predicts_every_test_day_once_and_finds_the_signal(tmp_pa
     assert finished_runs(directory) == runs  # nothing retrained
     assert (directory / "data" / "market.parquet").stat().st_mtime_ns == market
     pd.testing.assert_frame_equal(pd.read_parquet(outputs / "predictions.parquet"), predictions)
+
+
+@pytest.mark.slow
+def test_the_example_script_runs_qlibs_steps_on_the_demo_study(tmp_path):
+    script = ROOT / "examples" / "rolling" / "rolling_study.py"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "TASKLOOM_STORAGE")}
+    result = subprocess.run([sys.executable, str(script), "--size", "small"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"generated {SMALL_WINDOWS * len(MODELS)} tasks from 3 templates" in result.stdout
+    summary = pd.read_parquet(tmp_path / "outputs" / "summary.parquet")
+    assert list(summary.index) == MODELS  # the workflow file's order
+    assert summary["windows"].tolist() == [SMALL_WINDOWS] * 3
+    assert summary.loc["ridge", "Rank IC"] > 0.02
+    assert (tmp_path / "outputs" / "rank_ic.png").stat().st_size > 20_000
 
 
 def test_write_workflow_copies_the_shipped_file_and_never_overwrites(tmp_path):
