@@ -530,7 +530,8 @@ def _expected(where: tuple[Any, ...]) -> str:
     what = _model_in(field.annotation)
     if isinstance(what, type) and issubclass(what, BaseModel):
         return f"expected a mapping with {', '.join(_known_fields(where))}"
-    return f"expected {getattr(what, '__name__', what)}"
+    plain = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return f"expected {plain.get(what, getattr(what, '__name__', what))}"
 
 
 def _report(path: Path, problems: list[str], secrets: tuple[str, ...]) -> str:
