@@ -39,7 +39,7 @@ def sleep(param: Any, **kwargs: Any) -> dict[str, float]:
 
 @hookimpl
 def taskloom_register_handlers(register: RegisterHandler) -> None:
-    """Register ``train``, ``noop`` and ``sleep``."""
-    register("train", train_values)
+    """Register ``noop``, ``sleep`` and ``train``."""
     register("noop", noop)
     register("sleep", sleep)
+    register("train", train_values)
