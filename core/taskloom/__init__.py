@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from taskloom.manager import TaskManager, run_task
     from taskloom.recording import Recorder
     from taskloom.train import begin_task_train, end_task_train, task_train, train_values
+    from taskloom.trainer import DelayTrainerR, DelayTrainerRM, Trainer, TrainerR, TrainerRM
     from taskloom.workflow import Workflow, load_workflow
 
 __version__ = "0.1.0"
@@ -52,6 +53,11 @@ _LAZY = {
     "begin_task_train": "taskloom.train",
     "end_task_train": "taskloom.train",
     "train_values": "taskloom.train",
+    "Trainer": "taskloom.trainer",
+    "TrainerR": "taskloom.trainer",
+    "DelayTrainerR": "taskloom.trainer",
+    "TrainerRM": "taskloom.trainer",
+    "DelayTrainerRM": "taskloom.trainer",
     "Workflow": "taskloom.workflow",
     "load_workflow": "taskloom.workflow",
 }
@@ -96,6 +102,8 @@ def get_record(name: str) -> Callable[..., Any]:
 __all__ = [
     "FLATTEN_TUPLE",
     "Collector",
+    "DelayTrainerR",
+    "DelayTrainerRM",
     "Ensemble",
     "Group",
     "PluginInfo",
@@ -104,6 +112,9 @@ __all__ = [
     "TaskManager",
     "TimeAdjuster",
     "TradingCalendar",
+    "Trainer",
+    "TrainerR",
+    "TrainerRM",
     "Workflow",
     "__version__",
     "begin_task_train",
