@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from taskloom.recording import Recorder
     from taskloom.train import begin_task_train, end_task_train, task_train, train_values
     from taskloom.trainer import DelayTrainerR, DelayTrainerRM, Trainer, TrainerR, TrainerRM
+    from taskloom.workflow import Workflow, load_workflow
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,8 @@ _LAZY = {
     "DelayTrainerR": "taskloom.trainer",
     "TrainerRM": "taskloom.trainer",
     "DelayTrainerRM": "taskloom.trainer",
+    "Workflow": "taskloom.workflow",
+    "load_workflow": "taskloom.workflow",
 }
 
 
@@ -112,6 +115,7 @@ __all__ = [
     "Trainer",
     "TrainerR",
     "TrainerRM",
+    "Workflow",
     "__version__",
     "begin_task_train",
     "canonical_json",
@@ -128,6 +132,7 @@ __all__ = [
     "hookimpl",
     "instantiate",
     "list_plugins",
+    "load_workflow",
     "run_task",
     "task_generator",
     "task_key",
