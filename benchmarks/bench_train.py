@@ -20,10 +20,8 @@ is split into its two phases (training through the pool with recording and taggi
 collection), and ``--profile`` prints
 where its time goes (cProfile, top functions by cumulative time). Most of it is MLflow's
 SQLite store committing each step of a run (create, log, end, and the trainer's tags: about a
-dozen commits per run) in the default rollback journal mode, a few fsyncs per commit; the
-pool's claim and commit cost well under a millisecond per window. ``--wal`` switches the
-store file to WAL first (the mode persists in the file; a user can do the same once with
-``sqlite3 mlflow.db 'PRAGMA journal_mode=WAL'``) to show the difference.
+dozen commits per run; the recorder puts the store file in WAL mode, so each is cheap); the
+pool's claim and commit cost well under a millisecond per window.
 """
 
 from __future__ import annotations
@@ -32,7 +30,6 @@ import argparse
 import cProfile
 import os
 import pstats
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -95,14 +92,11 @@ def plain_loop(tasks: list[dict[str, Any]], directory: Path) -> tuple[float, pd.
     return time.perf_counter() - start, pred
 
 
-def with_taskloom(tasks: list[dict[str, Any]], directory: Path,
-                  wal: bool) -> tuple[dict[str, float], pd.Series]:
+def with_taskloom(tasks: list[dict[str, Any]], directory: Path
+                  ) -> tuple[dict[str, float], pd.Series]:
     """TrainerRM on a SQLite pool with MLflow recording, then collection; phase times."""
     tracking_uri = f"sqlite:///{directory / 'mlflow.db'}"
     taskloom.get_recorder("mlflow")("bench", tracking_uri=tracking_uri).prepare()
-    if wal:
-        with sqlite3.connect(directory / "mlflow.db") as connection:
-            connection.execute("PRAGMA journal_mode=WAL")
     phases: dict[str, float] = {}
     start = time.perf_counter()
     trainer = taskloom.TrainerRM("bench", storage=f"sqlite:///{directory / 'pool.db'}",
@@ -125,22 +119,19 @@ def main() -> None:
     parser.add_argument("--instruments", type=int, default=50)
     parser.add_argument("--model", choices=sorted(MODELS), default="ridge")
     parser.add_argument("--profile", action="store_true", help="profile the taskloom side")
-    parser.add_argument("--wal", action="store_true",
-                        help="switch the MLflow SQLite file to WAL before training")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         directory = Path(tmp)
         os.chdir(directory)  # nothing lands in the repository
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         tasks = study(args.windows, args.instruments, args.model, directory)
-        print(f"{len(tasks)} windows of {args.model} on {args.instruments} instruments"
-              f"{', MLflow store in WAL mode' if args.wal else ''}")
+        print(f"{len(tasks)} windows of {args.model} on {args.instruments} instruments")
         taskloom.train_values(tasks[0])  # imports and first-call costs, for both sides
         plain, plain_pred = plain_loop(tasks, directory / "plain")
         profiler = cProfile.Profile() if args.profile else None
         if profiler:
             profiler.enable()
-        phases, pred = with_taskloom(tasks, directory / "taskloom", args.wal)
+        phases, pred = with_taskloom(tasks, directory / "taskloom")
         if profiler:
             profiler.disable()
         total = sum(phases.values())

@@ -113,6 +113,7 @@ class Failure:
     error: str
 
     def __str__(self) -> str:
+        """``ridge test 2019-01-02 .. 2019-03-29 (task ID): ValueError: ...``."""
         return f"{self.template} {self.window} (task {self.task_id}): {self.error}"
 
 
@@ -366,6 +367,7 @@ def run_key(wf: Workflow) -> Callable[[Any], tuple[Any, ...]]:
     tags, segment = wf.collect.key.tags, wf.collect.key.segment
 
     def key(run: Any) -> tuple[Any, ...]:
+        """The run's key."""
         values = tuple(run.data.tags.get(tag) for tag in tags)
         if segment is None:
             return values
@@ -460,10 +462,12 @@ def open_store(wf: Workflow) -> Any:
 
 
 def _undone(counts: dict[str, int]) -> int:
+    """How many tasks of these counts are still waiting or running."""
     return sum(counts.get(status, 0) for status in UNDONE)
 
 
 def _parameters(cls: type) -> set[str]:
+    """The names a class's constructor takes."""
     import inspect
 
     return set(inspect.signature(cls).parameters)
@@ -518,6 +522,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     """While active, SIGTERM raises KeyboardInterrupt, so a killed run stops its workers too."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        """Turn the signal into the KeyboardInterrupt Ctrl-C would raise."""
         raise KeyboardInterrupt
 
     if threading.current_thread() is not threading.main_thread():

@@ -100,6 +100,7 @@ class TaskTemplate(Section):
     @field_validator("record", mode="before")
     @classmethod
     def _one_record_is_a_list_of_one(cls, value: Any) -> Any:
+        """qlib accepts one record config as well as a list of them."""
         return [value] if isinstance(value, dict) else value
 
     @property
@@ -123,15 +124,12 @@ class GeneratorConfig(Section):
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        try:
-            lookup("generator", name)
-        except UnknownNameError as exc:
-            raise ValueError(f"unknown generator; known: {', '.join(exc.known) or 'none'}"
-                             ) from None
-        return name
+        """A generator name nobody registered is refused with the registered ones."""
+        return registered("generator", name)
 
     @model_validator(mode="after")
     def _known_params(self) -> GeneratorConfig:
+        """Every parameter must be one the generator's constructor takes."""
         accepted = inspect.signature(lookup("generator", self.name)).parameters
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
             return self
@@ -157,6 +155,7 @@ class CalendarConfig(Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> CalendarConfig:
+        """A file, an exchange, or weekdays between start and end; start before end."""
         if self.file is not None and self.exchange is not None:
             raise ValueError("give file or exchange, not both")
         if self.file is None and self.exchange is None and (self.start is None
@@ -202,12 +201,8 @@ class ProcessorConfig(Section):
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        try:
-            lookup("processor", name)
-        except UnknownNameError as exc:
-            raise ValueError(f"unknown processor; known: {', '.join(exc.known) or 'none'}"
-                             ) from None
-        return name
+        """A processor name nobody registered is refused with the registered ones."""
+        return registered("processor", name)
 
 
 class KeyConfig(Section):
@@ -232,12 +227,8 @@ class CollectConfig(Section):
     @field_validator("collector")
     @classmethod
     def _registered(cls, name: str) -> str:
-        try:
-            lookup("collector", name)
-        except UnknownNameError as exc:
-            raise ValueError(f"unknown collector; known: {', '.join(exc.known) or 'none'}"
-                             ) from None
-        return name
+        """A collector name nobody registered is refused with the registered ones."""
+        return registered("collector", name)
 
 
 class Workflow(Section):
@@ -258,6 +249,7 @@ class Workflow(Section):
 
     @model_validator(mode="after")
     def _distinct_template_names(self) -> Workflow:
+        """Templates are told apart by name in the results, so names must differ."""
         seen: dict[str, int] = {}
         for position, template in enumerate(self.templates):
             if template.label in seen:
@@ -362,6 +354,15 @@ def load_workflow(path: str | os.PathLike[str], environ: typing.Mapping[str, str
     return workflow
 
 
+def registered(kind: str, name: str) -> str:
+    """``name`` if a plugin registered it as a ``kind``, else a ValueError listing the known."""
+    try:
+        lookup(kind, name)
+    except UnknownNameError as exc:
+        raise ValueError(f"unknown {kind}; known: {', '.join(exc.known) or 'none'}") from None
+    return name
+
+
 def mask_url(url: str) -> str:
     """``url`` with its password, if any, replaced by ``***`` (``mongodb://u:***@host``)."""
     try:
@@ -398,6 +399,7 @@ def _expand(value: Any, where: tuple[Any, ...], env: typing.Mapping[str, str],
         return value
 
     def fill(match: re.Match[str]) -> str:
+        """The variable's value, the default, or (unset) the text kept and a problem noted."""
         name, default = match.group(1), match.group(2)
         if name in env and env[name] != "":
             return env[name]
@@ -430,6 +432,7 @@ def _line_numbers(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
     lines: dict[tuple[Any, ...], int] = {}
 
     def walk(current: yaml.Node, where: tuple[Any, ...]) -> None:
+        """Note the line of ``current`` and of everything under it."""
         lines[where] = current.start_mark.line + 1
         if isinstance(current, yaml.MappingNode):
             for key, item in current.value:
@@ -530,12 +533,14 @@ def _expected(where: tuple[Any, ...]) -> str:
     what = _model_in(field.annotation)
     if isinstance(what, type) and issubclass(what, BaseModel):
         return f"expected a mapping with {', '.join(_known_fields(where))}"
-    return f"expected {getattr(what, '__name__', what)}"
+    plain = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+    return f"expected {plain.get(what, getattr(what, '__name__', what))}"
 
 
 def _report(path: Path, problems: list[str], secrets: tuple[str, ...]) -> str:
     """The error message: one line for one problem, else a count and one line each."""
     def masked(text: str) -> str:
+        """``text`` with the secrets hidden."""
         for secret in secrets:
             text = text.replace(secret, MASK)
         return text

@@ -99,6 +99,7 @@ class MlflowRecorder:
         """The id of the experiment, created if it does not exist yet."""
         if self._experiment_id is None:
             self._experiment_id = self._get_or_create()
+            tracking.use_wal(self.tracking_uri)
         return self._experiment_id
 
     def _get_or_create(self) -> str:

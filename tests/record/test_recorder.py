@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -277,3 +278,12 @@ def test_a_param_without_a_json_form_is_refused_before_a_run_is_made(client, exp
     with pytest.raises(taskloom.errors.TaskEncodingError, match="obj"):
         recorder.wrap(predict)({"obj": object()})
     assert client.search_runs([recorder.experiment_id()]) == []
+
+
+def test_the_default_sqlite_store_is_switched_to_write_ahead_logging(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    taskloom.get_recorder("mlflow")("wal-check").prepare()
+    with sqlite3.connect(tmp_path / "mlflow.db") as connection:
+        (mode,) = connection.execute("PRAGMA journal_mode").fetchone()
+    assert mode == "wal"

@@ -37,6 +37,7 @@ workflow_argument = click.argument("workflow", type=click.Path(dir_okay=False, p
 
 
 def _load(path: Path) -> Workflow:
+    """The workflow file at ``path``, validated (imports pydantic only when a command runs)."""
     from taskloom.workflow import load_workflow
 
     return load_workflow(path)
@@ -70,6 +71,7 @@ class TrainingDisplay:
     """The live progress line of ``taskloom run``: a bar, counts by status, rate and ETA."""
 
     def __init__(self) -> None:
+        """A progress bar on stderr, not started yet."""
         from rich.progress import BarColumn, Progress, TextColumn
 
         self.progress = Progress(TextColumn("training"), BarColumn(),
@@ -78,10 +80,12 @@ class TrainingDisplay:
         self.task = self.progress.add_task("training", total=None, line="")
 
     def __enter__(self) -> TrainingDisplay:
+        """Start drawing."""
         self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop drawing; the last line stays."""
         self.progress.stop()
 
     def __call__(self, snapshot: Progress) -> None:
