@@ -25,6 +25,7 @@ from support.mongo import (
     stop_server,
     with_database,
 )
+from taskloom_recorder import tracking
 
 # Wide, colourless rich output so CLI tests can read whole table rows.
 os.environ.setdefault("COLUMNS", "200")
@@ -116,3 +117,31 @@ def mongo_url(mongo_server: MongoServer) -> Iterator[str]:
         client.drop_database(database)
     finally:
         client.close()
+
+
+# One MLflow tracking store per test module: creating its SQLite database costs seconds.
+# ``tracking_dir`` is the module's working directory for recording: the default store
+# (``mlflow.db`` and ``mlruns/``) lives there, and ``MLFLOW_TRACKING_URI`` is unset while the
+# module runs, so nothing is written in the repository.
+
+
+@pytest.fixture(scope="module")
+def tracking_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The module's working directory, holding its default tracking store."""
+    directory = tmp_path_factory.mktemp("tracking")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield directory
+
+
+@pytest.fixture(scope="module")
+def client(tracking_dir: Path):
+    """An MLflow client on the module's tracking store."""
+    return tracking.client()
+
+
+@pytest.fixture
+def experiment(tracking_dir: Path) -> str:
+    """A fresh experiment name for the test."""
+    return f"exp-{uuid.uuid4().hex[:8]}"

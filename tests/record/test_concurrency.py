@@ -6,10 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from support.subprocesses import worker
 from taskloom.manager import TaskManager
 from taskloom_recorder import tracking
 
-from record.record_cli import worker
+#: the folder whose handler modules the worker subprocesses import
+HANDLERS = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +20,8 @@ def test_four_worker_processes_record_40_tasks_into_the_default_sqlite_store(tmp
     pool_url = f"sqlite:///{tmp_path}/pool.db"
     tm = TaskManager("conc", pool_url)
     ids = tm.create_task([{"i": i} for i in range(40)])
-    proc = worker(tmp_path, "conc", "--storage", pool_url, "--handler", "record_handlers:predict",
+    proc = worker(tmp_path, HANDLERS, "conc", "--storage", pool_url,
+                  "--handler", "record_handlers:predict",
                   "--record", "conc", "-c", "4", "--idle-exit", "2")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err

@@ -8,11 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
+from support.subprocesses import worker
 from taskloom.manager import TaskManager
 from taskloom_recorder import tracking
 
-from record.record_cli import worker
 from record.record_handlers import HANG_MARKER_ENV
+
+#: the folder whose handler modules the worker subprocesses import
+HANDLERS = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +29,7 @@ def test_the_run_of_a_killed_worker_is_marked_killed_when_its_task_is_reclaimed(
     args = ("orphans", "--storage", pool_url, "--handler", "record_handlers:hang",
             "--record", "orphans", "--tracking-uri", tracking_uri, "--lease", "1",
             "--idle-exit", "1")
-    first = worker(tmp_path, *args, **{HANG_MARKER_ENV: str(marker)})
+    first = worker(tmp_path, HANDLERS, *args, **{HANG_MARKER_ENV: str(marker)})
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert time.monotonic() < deadline and first.poll() is None, first.communicate()
@@ -34,7 +37,7 @@ def test_the_run_of_a_killed_worker_is_marked_killed_when_its_task_is_reclaimed(
     os.kill(first.pid, signal.SIGKILL)
     first.communicate(timeout=30)
     time.sleep(1.5)  # the lease of the killed worker runs out
-    second = worker(tmp_path, *args, **{HANG_MARKER_ENV: str(marker)})
+    second = worker(tmp_path, HANDLERS, *args, **{HANG_MARKER_ENV: str(marker)})
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
     task = tm.re_query(task_id)

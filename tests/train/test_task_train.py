@@ -6,9 +6,6 @@ import copy
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,7 +13,6 @@ import taskloom
 from taskloom.manager import TaskManager, run_task
 from taskloom.train import STATUS_KEY, train_values
 from taskloom_panel import LABEL, SIGNAL_FEATURES, synthetic_market, write_panel
-from taskloom_recorder import tracking
 from taskloom_recorder.artifacts import read_parquet
 
 SEGMENTS = {"train": ("2019-01-01", "2019-09-30"), "valid": ("2019-10-01", "2019-12-31"),
@@ -27,26 +23,6 @@ SEGMENTS = {"train": ("2019-01-01", "2019-09-30"), "valid": ("2019-10-01", "2019
 def market() -> pd.DataFrame:
     """20 instruments over two years of weekdays."""
     return synthetic_market(instruments=20, start="2019-01-01", end="2020-12-31", seed=11)
-
-
-@pytest.fixture(scope="module")
-def tracking_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The module's working directory, holding its default MLflow store (mlflow.db, mlruns/)."""
-    directory = tmp_path_factory.mktemp("tracking")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(directory)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield directory
-
-
-@pytest.fixture(scope="module")
-def client(tracking_dir: Path):
-    return tracking.client()
-
-
-@pytest.fixture
-def experiment(tracking_dir: Path) -> str:
-    return f"train-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import taskloom
+from support.subprocesses import worker
 from taskloom.manager import TaskManager
 from taskloom.retry import RetryPolicy
 from taskloom.trainer import TrainingError
@@ -21,7 +22,10 @@ from taskloom_recorder import tracking
 from taskloom_recorder.collector import segment_of
 
 from train.metrics import mean_rank_ic
-from train.trainer_support import HANG_MARKER_ENV, parent_pid_train, rolling_tasks, worker
+from train.trainer_support import HANG_MARKER_ENV, parent_pid_train, rolling_tasks
+
+#: the folder whose handler modules the worker subprocesses import
+HANDLERS = Path(__file__).resolve().parent
 
 MODELS = {"signal": list(SIGNAL_FEATURES), "noise": list(NOISE_FEATURES)}
 TEST_START = pd.Timestamp("2016-07-01")
@@ -104,7 +108,7 @@ def test_trainer_rm_with_two_workers_trains_a_rolling_study_end_to_end(
         market, tasks, workdir, tracking_uri, experiment):
     pool_url = f"sqlite:///{workdir / (experiment + '.db')}"
     tm = TaskManager(experiment, pool_url)
-    workers = [worker(workdir, *worker_args(experiment, pool_url, tracking_uri,
+    workers = [worker(workdir, HANDLERS, *worker_args(experiment, pool_url, tracking_uri,
                                             "--idle-exit", "3")) for _ in range(2)]
     trainer = taskloom.TrainerRM(experiment, storage=pool_url, tracking_uri=tracking_uri)
     tm.create_task(tasks[:1])
@@ -214,7 +218,7 @@ def test_a_window_whose_worker_is_killed_is_retrained_and_recorded_once(
     marker = workdir / f"{experiment}.pid"
     args = (experiment, "--storage", pool_url, "--handler", "trainer_support:hang_then_train",
             "--record", experiment, "--tracking-uri", tracking_uri, "--lease", "1")
-    doomed = worker(workdir, *args, **{HANG_MARKER_ENV: str(marker)})
+    doomed = worker(workdir, HANDLERS, *args, **{HANG_MARKER_ENV: str(marker)})
     deadline = time.monotonic() + 60
     while not marker.exists():
         assert time.monotonic() < deadline and doomed.poll() is None, doomed.communicate()

@@ -1,5 +1,5 @@
-"""What the trainer tests share: rolling tasks on a small synthetic panel, worker processes,
-and a worker handler that hangs on demand (to be killed mid-training).
+"""What the trainer tests share: rolling tasks on a small synthetic panel, and a worker
+handler that hangs on demand (to be killed mid-training).
 
 Importable both as ``train.trainer_support`` (the tests) and as ``trainer_support`` (the
 ``taskloom worker`` subprocesses, which get this folder on ``PYTHONPATH``).
@@ -8,15 +8,12 @@ Importable both as ``train.trainer_support`` (the tests) and as ``trainer_suppor
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import taskloom
 
-HERE = Path(__file__).resolve().parent
 #: set in a worker's environment: the handler writes its pid there and hangs, once
 HANG_MARKER_ENV = "TASKLOOM_TEST_HANG_MARKER"
 #: rolling step in trading days: the test period 2016-07..2017-12 makes five windows
@@ -76,20 +73,3 @@ def parent_pid_train(task: Any, experiment_name: str, recorder_name: str | None 
 
 def _pids(task: Any) -> dict[str, int]:
     return {"pid": os.getpid(), "ppid": os.getppid()}
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    """A ``taskloom`` subprocess's environment: this folder importable, no default store."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    env.pop("TASKLOOM_STORAGE", None)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(extra)
-    return env
-
-
-def worker(cwd: Path, *args: str, **env: str) -> subprocess.Popen:
-    """A ``taskloom worker ARGS`` subprocess; read its output with communicate()."""
-    return subprocess.Popen([sys.executable, "-m", "taskloom", "worker", *args], cwd=cwd,
-                            env=cli_env(**env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
