@@ -60,6 +60,10 @@ def test_run_stitches_every_test_date_once_per_model_and_a_rerun_trains_nothing(
     assert len(finished_runs(wf)) == len(tasks)  # no window trained again
     pd.testing.assert_frame_equal(
         pd.read_parquet(study_dir / "outputs" / "predictions.parquet"), frame)
+    rerun = CliRunner().invoke(main, ["run", str(study_dir / "tiny.yaml")])
+    assert rerun.exit_code == 0, rerun.output
+    table = rerun.output[rerun.output.index("out-of-sample IC"):]  # the summary, per model
+    assert "Rank IC" in table and "ridge" in table and "ols" in table
 
 
 def test_failed_windows_are_named_and_reset_clears_pool_and_runs(study_dir):

@@ -98,18 +98,14 @@ class TrainingDisplay:
 
 
 def _summary(result: StudyResult) -> None:
-    """Per collected key: the number of predictions and the dates they cover."""
-    from rich.table import Table
-    from rich.text import Text
+    """The per-model IC summary of the stitched predictions, as ``taskloom demo`` prints it."""
+    import pandas as pd
 
-    table = Table(title="stitched predictions")
-    for column in ("template", "predictions", "first date", "last date"):
-        table.add_column(column)
-    for key, value in result.collected.get("pred", {}).items():
-        dates = value.index.get_level_values(0)
-        table.add_row(Text("/".join(map(str, key if isinstance(key, tuple) else (key,)))),
-                      str(len(value)), str(dates.min())[:10], str(dates.max())[:10])
-    console.print(table)
+    from taskloom import report
+
+    for path in result.outputs:
+        if path.name == report.SUMMARY_FILE:
+            console.print(report.summary_table(pd.read_parquet(path)))
 
 
 @click.command("run")
