@@ -30,7 +30,7 @@ from taskloom.instantiate import instantiate
 from taskloom.manager import TaskManager
 from taskloom.registry import lookup
 from taskloom.retry import RetryPolicy
-from taskloom.status import DONE, FAILED, RUNNING, UNDONE
+from taskloom.status import DONE, FAILED, PART_DONE, RUNNING, UNDONE, WAITING
 from taskloom.stores import get_storage
 from taskloom.worker import WorkerConfig, check_config
 from taskloom.workflow import TEMPLATE_TAG, Workflow, WorkflowError, mask_url
@@ -230,34 +230,70 @@ def submit(wf: Workflow, tasks: list[dict[str, Any]]) -> Submitted:
     return Submitted(ids=ids, new=len(keys) - already)
 
 
-def worker_config(wf: Workflow, workers: int | None = None) -> WorkerConfig:
-    """The ``taskloom worker`` configuration that trains this study's pool."""
+@dataclass(frozen=True)
+class Stage:
+    """One pass of workers over the pool: what they run, on which tasks, and when it is over."""
+
+    handler: str
+    before_status: str = WAITING
+    after_status: str = DONE
+    #: whether the workers record each task as a run (``--record``)
+    record: bool = True
+    #: the stage is over when no task is left in these statuses
+    pending: tuple[str, ...] = UNDONE
+
+
+def stages(wf: Workflow) -> list[Stage]:
+    """The worker passes that train this study: one, or qlib's two delay stages.
+
+    With ``trainer.delay`` the first pass records every task as a run and leaves it
+    ``part_done``; the second trains each one inside its run (``end_task_train``).
+    """
+    if not wf.trainer.delay:
+        return [Stage(wf.trainer.handler)]
+    return [Stage("train_begin", after_status=PART_DONE, pending=(WAITING, RUNNING)),
+            Stage("train_end", before_status=PART_DONE, record=False,
+                  pending=(PART_DONE, RUNNING))]
+
+
+def worker_config(wf: Workflow, workers: int | None = None,
+                  stage: Stage | None = None) -> WorkerConfig:
+    """The ``taskloom worker`` configuration of ``stage`` (default: the first) of this study."""
+    stage = stage or stages(wf)[0]
     return WorkerConfig(
-        pool=wf.pool_name, storage=wf.storage_url, handler=wf.trainer.handler,
+        pool=wf.pool_name, storage=wf.storage_url, handler=stage.handler,
         concurrency=workers or wf.trainer.workers, lease_seconds=wf.trainer.lease_seconds,
         retry_policy=RetryPolicy(max_attempts=wf.trainer.max_attempts),
-        initializer=wf.trainer.init, record=wf.experiment_name, tracking_uri=wf.tracking_uri,
+        initializer=wf.trainer.init, before_status=stage.before_status,
+        after_status=stage.after_status,
+        record=wf.experiment_name if stage.record else None,
+        tracking_uri=wf.tracking_uri if stage.record else None,
     )
 
 
 def worker_argv(wf: Workflow, workers: int | None = None, masked: bool = False,
-                with_urls: bool = True) -> list[str]:
-    """The ``taskloom worker`` command line that trains this study.
+                with_urls: bool = True, stage: Stage | None = None) -> list[str]:
+    """The ``taskloom worker`` command line of ``stage`` (default: the first) of this study.
 
     ``masked`` hides passwords (for printing); without ``with_urls`` the store and tracking
     URLs are left out, to be passed as ``TASKLOOM_STORAGE`` and ``MLFLOW_TRACKING_URI``.
     """
-    config = worker_config(wf, workers)
+    config = worker_config(wf, workers, stage)
     show = mask_url if masked else str
     argv = ["taskloom", "worker", config.pool]
     if with_urls:
         argv += ["--storage", show(config.storage or "")]
     argv += ["--handler", config.handler, "--concurrency", str(config.concurrency),
              "--lease", f"{config.lease_seconds:g}",
-             "--max-attempts", str(config.retry_policy.max_attempts),
-             "--record", config.record or ""]
-    if with_urls:
-        argv += ["--tracking-uri", show(config.tracking_uri or "")]
+             "--max-attempts", str(config.retry_policy.max_attempts)]
+    if config.before_status != WAITING:
+        argv += ["--before-status", config.before_status]
+    if config.after_status != DONE:
+        argv += ["--after-status", config.after_status]
+    if config.record is not None:
+        argv += ["--record", config.record]
+        if with_urls:
+            argv += ["--tracking-uri", show(config.tracking_uri or "")]
     if config.initializer is not None:
         argv += ["--init", config.initializer]
     return argv
@@ -268,53 +304,64 @@ def train(wf: Workflow, workers: int | None = None,
           poll_seconds: float = POLL_SECONDS) -> Trained:
     """Train every undone task of the pool with local ``taskloom worker`` processes.
 
-    Does nothing when no task is waiting or running. Otherwise checks the worker
-    configuration here (a bad handler is a clear error, not N dying processes), starts the
-    workers (their output goes to ``<outputs>/logs/worker.log``), hands a :class:`Progress`
-    to ``progress`` every ``poll_seconds``, and stops them once no task is undone, which also
-    waits for tasks other machines' workers hold (workers idle for
-    :data:`IDLE_EXIT_SECONDS` exit and are started again). On Ctrl-C or SIGTERM the workers
-    give their tasks back and stop, and the interrupt propagates. Workers that die with tasks
-    left are a :class:`StudyError` quoting their log.
+    Does nothing when no task is waiting, running or part_done. Otherwise, for each of the
+    study's :func:`stages`: checks the worker configuration here (a bad handler is a clear
+    error, not N dying processes), starts the workers (their output goes to
+    ``<outputs>/logs/worker.log``), hands a :class:`Progress` to ``progress`` every
+    ``poll_seconds``, and stops them once no task is pending for the stage, which also waits
+    for tasks other machines' workers hold (workers idle for :data:`IDLE_EXIT_SECONDS` exit and
+    are started again). On Ctrl-C or SIGTERM the workers give their tasks back and stop, and
+    the interrupt propagates. Workers that die with tasks left are a :class:`StudyError`
+    quoting their log.
     """
     manager = TaskManager(wf.pool_name, open_store(wf), create=False)
     counts = manager.task_stat()
     done_before = counts.get(DONE, 0)
     if not _undone(counts):
         return Trained(counts=counts, trained_here=0, failures=failures(wf, manager))
-    config = worker_config(wf, workers)
+    started = time.monotonic()
+    for stage in stages(wf):
+        counts = _run_stage(wf, stage, manager, workers, progress, poll_seconds,
+                            lambda counts: Progress(counts, time.monotonic() - started,
+                                                    counts.get(DONE, 0) - done_before))
+    return Trained(counts=counts, trained_here=counts.get(DONE, 0) - done_before,
+                   failures=failures(wf, manager))
+
+
+def _run_stage(wf: Workflow, stage: Stage, manager: TaskManager, workers: int | None,
+               progress: Callable[[Progress], object] | None, poll_seconds: float,
+               snapshot: Callable[[dict[str, int]], Progress]) -> dict[str, int]:
+    """Run ``stage``'s workers until none of its tasks is pending; the last counts."""
+    config = worker_config(wf, workers, stage)
     check_config(config)
     log_file = wf.outputs_dir / "logs" / "worker.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", *worker_argv(wf, workers, with_urls=False),
+    argv = [sys.executable, "-m", *worker_argv(wf, workers, with_urls=False, stage=stage),
             "--idle-exit", f"{IDLE_EXIT_SECONDS:g}"]
     # the URLs go by environment, where a password does not show in the process list
     env = {**os.environ, "TASKLOOM_STORAGE": wf.storage_url,
            "MLFLOW_TRACKING_URI": wf.tracking_uri}
-    started = time.monotonic()
     with open(log_file, "ab") as log, _sigterm_as_interrupt():
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             while True:
                 counts = manager.task_stat()
                 if progress is not None:
-                    progress(Progress(counts, time.monotonic() - started,
-                                      counts.get(DONE, 0) - done_before))
-                if not _undone(counts):
-                    break
+                    progress(snapshot(counts))
+                pending = sum(counts.get(status, 0) for status in stage.pending)
+                if not pending:
+                    return counts
                 if process.poll() == 0:  # idle while other machines hold the rest
                     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                                env=env)
                 elif process.returncode is not None:
                     raise StudyError(
                         f"the worker processes exited (code {process.returncode}) with "
-                        f"{_undone(counts)} tasks undone; the end of {log_file}:\n"
+                        f"{pending} tasks undone; the end of {log_file}:\n"
                         + wf.mask(_tail(log_file)))
                 time.sleep(poll_seconds)
         finally:
             _stop(process)
-    return Trained(counts=counts, trained_here=counts.get(DONE, 0) - done_before,
-                   failures=failures(wf, manager))
 
 
 def undone(wf: Workflow) -> int:

@@ -183,6 +183,17 @@ class TrainerConfig(Section):
     lease_seconds: float = Field(60.0, gt=0, description="a worker's lease on its task")
     max_attempts: int = Field(2, ge=1, description="failed attempts before a task fails")
     init: str | None = Field(None, description="module:function run once in each worker")
+    delay: bool = Field(False, description="train in two stages, as qlib's delay trainers: "
+                        "record every task first (part_done), then train them in those runs")
+
+    @model_validator(mode="after")
+    def _delay_uses_the_built_in_stages(self) -> TrainerConfig:
+        """The two delay stages run built-in handlers, so a custom handler cannot go with them."""
+        if self.delay and self.handler != DEFAULT_HANDLER:
+            raise ValueError(f"delay: true trains with the built-in stage handlers "
+                             f"(train_begin, train_end), so handler {self.handler!r} cannot be "
+                             "used with it; remove one of the two")
+        return self
 
 
 class ExperimentConfig(Section):

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from taskloom import TaskManager, study
 from taskloom.cli import main
-from taskloom.workflow import load_workflow
+from taskloom.workflow import WorkflowError, load_workflow
 
 pytestmark = pytest.mark.slow  # worker processes
 
@@ -108,3 +108,42 @@ def test_training_waits_for_a_task_another_machine_holds_restarting_idle_workers
     assert trained and trained[0].counts == {"done": len(tasks)}
     assert trained[0].trained_here == len(tasks)
     assert log.read_text().count("attempts (") >= 2  # the worker was started again
+
+
+def test_a_delay_trainer_records_every_window_first_then_trains_it_in_that_run(study_dir):
+    path = study_dir / "tiny.yaml"
+    path.write_text(path.read_text().replace('handler: "wf_support:train_window", ',
+                                             "delay: true, "))
+    wf = load_workflow(path)
+    begin, end = study.stages(wf)
+    begin_argv = study.worker_argv(wf, stage=begin)
+    assert begin_argv[begin_argv.index("--after-status") + 1] == "part_done"
+    assert begin_argv[begin_argv.index("--record") + 1] == "tiny"
+    end_argv = study.worker_argv(wf, stage=end)
+    assert end_argv[end_argv.index("--before-status") + 1] == "part_done"
+    assert "--record" not in end_argv  # the second stage resumes the first stage's runs
+
+    result = study.run(wf)
+
+    tasks = study.generate(wf)
+    assert result.trained.trained_here == len(tasks) and not result.trained.failures
+    runs = finished_runs(wf)
+    assert len(runs) == len(tasks)  # the second stage trained inside the first stage's runs
+    assert {run.data.tags["train_status"] for run in runs} == {"end_task_train"}
+    frame = pd.read_parquet(study_dir / "outputs" / "predictions.parquet")
+    test_days = pd.bdate_range("2020-01-01", "2020-05-29")
+    assert frame.index.is_unique
+    assert list(frame.index.get_level_values("datetime").unique()) == list(test_days)
+    assert frame[["ridge", "ols"]].notna().all().all()
+
+    submitted = CliRunner().invoke(main, ["submit", str(path)])
+    assert "stage 1 of 2" in submitted.output and "stage 2 of 2" in submitted.output
+    assert "--handler train_end" in submitted.output
+
+
+def test_delay_refuses_a_custom_handler(study_dir):
+    path = study_dir / "tiny.yaml"
+    path.write_text(path.read_text().replace("lease_seconds: 3", "lease_seconds: 3, delay: true"))
+    with pytest.raises(WorkflowError, match="trainer") as caught:
+        load_workflow(path)
+    assert "wf_support:train_window" in str(caught.value)

@@ -148,7 +148,13 @@ def submit_command(workflow: Path) -> None:
     say(f"submitted {len(set(submitted.ids))} tasks to pool {wf.pool_name!r} "
         f"({mask_url(wf.storage_url)}): {submitted.new} new")
     say("train them on any machine that can reach the pool and the tracking store with:")
-    say("  " + shlex.join(study.worker_argv(wf, masked=True)))
+    stages = study.stages(wf)
+    for number, stage in enumerate(stages, 1):
+        if len(stages) > 1:
+            say(f"stage {number} of {len(stages)}, once every task is past the one before:")
+        say("  " + shlex.join(study.worker_argv(wf, masked=True, stage=stage)))
+        if not stage.record:  # it resumes the runs of the stage before, in this tracking store
+            say(f"  with MLFLOW_TRACKING_URI={mask_url(wf.tracking_uri)} in its environment")
 
 
 @click.command("collect")
