@@ -49,6 +49,11 @@ class Summary:
     summary_file: Path
     plot: Path
 
+    @property
+    def files(self) -> list[Path]:
+        """The files written: the predictions, the daily IC, the summary and the plot."""
+        return [self.predictions, self.daily_ic_file, self.summary_file, self.plot]
+
 
 def daily_ic(pred: pd.Series, label: pd.Series) -> pd.DataFrame:
     """The IC and rank IC of each date between ``pred`` and ``label``, indexed by date.

@@ -37,6 +37,7 @@ from taskloom.workflow import TEMPLATE_TAG, Workflow, WorkflowError, mask_url
 
 if TYPE_CHECKING:
     from taskloom.calendar import TradingCalendar
+    from taskloom.report import Summary
 
 #: how often training re-counts the pool for its progress display
 POLL_SECONDS = 0.5
@@ -133,7 +134,12 @@ class StudyResult:
     submitted: Submitted
     trained: Trained
     collected: dict[str, dict[Hashable, Any]]
-    outputs: list[Path]
+    summary: Summary
+
+    @property
+    def outputs(self) -> list[Path]:
+        """The files the study wrote (:attr:`taskloom.report.Summary.files`)."""
+        return self.summary.files
 
 
 # ------------------------------------------------------------------------------------------
@@ -424,12 +430,12 @@ def run_key(wf: Workflow) -> Callable[[Any], tuple[Any, ...]]:
     return key
 
 
-def write_outputs(wf: Workflow, collected: dict[str, dict[Hashable, Any]]) -> list[Path]:
+def write_outputs(wf: Workflow, collected: dict[str, dict[Hashable, Any]]) -> Summary:
     """Write the study's outputs in ``collect.outputs`` (:func:`taskloom.report.write_outputs`).
 
     One prediction series per collected key (``collect.key`` values joined by ``/``, in the
     workflow's template order) with its labels, and its test windows: those of the pool's done
-    tasks. Returns the files: the predictions, the daily IC, the summary and the plot.
+    tasks. Returns what :func:`taskloom.report.write_outputs` computed and wrote.
     """
     from taskloom.report import write_outputs as write_report
 
@@ -447,9 +453,8 @@ def write_outputs(wf: Workflow, collected: dict[str, dict[Hashable, Any]]) -> li
         tags = task.get("tags") or {}
         name = _column(tuple(tags.get(tag) for tag in wf.collect.key.tags))
         windows.setdefault(name, []).append(task["dataset"]["kwargs"]["segments"][segment])
-    summary = write_report({key: preds[key] for key in keys}, collected.get("label", {}),
-                           windows, wf.outputs_dir)
-    return [summary.predictions, summary.daily_ic_file, summary.summary_file, summary.plot]
+    return write_report({key: preds[key] for key in keys}, collected.get("label", {}),
+                        windows, wf.outputs_dir)
 
 
 def run(wf: Workflow, workers: int | None = None, reset_first: bool = False,
@@ -479,10 +484,10 @@ def run(wf: Workflow, workers: int | None = None, reset_first: bool = False,
                          + f"\nfix the cause, then `taskloom retry {wf.pool_name}` and run again")
     say(f"trained {trained.trained_here} tasks here; {trained.counts.get(DONE, 0)} done in all")
     collected = collect(wf)
-    outputs = write_outputs(wf, collected)
-    for path in outputs:
+    summary = write_outputs(wf, collected)
+    for path in summary.files:
         say(f"wrote {path}")
-    return StudyResult(submitted, trained, collected, outputs)
+    return StudyResult(submitted, trained, collected, summary)
 
 
 # ------------------------------------------------------------------------------------------

@@ -56,8 +56,6 @@ def demo_command(directory: Path, workers: int | None, size: str,
         say(f"wrote {write_workflow}; edit it, then run it with: taskloom run {write_workflow}")
         return
 
-    import pandas as pd
-
     from taskloom import report, study
     from taskloom.cli.run import INTERRUPTED, TrainingDisplay
     from taskloom.workflow import load_workflow
@@ -72,14 +70,14 @@ def demo_command(directory: Path, workers: int | None, size: str,
     say(f"taskloom demo: a rolling study in {here} (workflow {WORKFLOW.name}, size {size})")
     try:
         with TrainingDisplay() as display:
-            study.run(wf, workers=workers, progress=display,
-                      report=lambda line: display.progress.console.print(Text(line)))
+            result = study.run(wf, workers=workers, progress=display,
+                               report=lambda line: display.progress.console.print(Text(line)))
     except KeyboardInterrupt:
         err_console.print("interrupted: run the same command again to finish the study; "
                           "windows already trained are kept")
         sys.exit(INTERRUPTED)
     outputs = wf.outputs_dir
-    console.print(report.summary_table(pd.read_parquet(outputs / report.SUMMARY_FILE)))
+    console.print(report.summary_table(result.summary.table))
     say("where everything is:")
     for what, path in (
         ("market data", here / "data" / "market.parquet"),

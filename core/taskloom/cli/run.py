@@ -98,14 +98,10 @@ class TrainingDisplay:
 
 
 def _summary(result: StudyResult) -> None:
-    """The per-model IC summary of the stitched predictions, as ``taskloom demo`` prints it."""
-    import pandas as pd
-
+    """The per-model IC summary of the stitched predictions (``taskloom demo`` prints it too)."""
     from taskloom import report
 
-    for path in result.outputs:
-        if path.name == report.SUMMARY_FILE:
-            console.print(report.summary_table(pd.read_parquet(path)))
+    console.print(report.summary_table(result.summary.table))
 
 
 @click.command("run")
@@ -169,8 +165,8 @@ def collect_command(workflow: Path) -> None:
         if undone:
             err_console.print(f"warning: {undone} tasks of pool {wf.pool_name!r} are not done "
                               "yet; collecting the finished ones")
-        paths = study.write_outputs(wf, study.collect(wf))
-    for path in paths:
+        summary = study.write_outputs(wf, study.collect(wf))
+    for path in summary.files:
         say(f"wrote {path}")
 
 
