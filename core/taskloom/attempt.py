@@ -229,8 +229,10 @@ class Attempts:
         """
         token = task["lease"]["token"]
         held = Held(task)
+        lease = task["lease"]
         now_running = RunningTask(self.pool.name, task["_id"], task["key"], task["attempt"],
-                                  task["lease"]["owner"], self.storage)
+                                  lease["owner"], self.storage, lease.get("started"),
+                                  lease.get("until"))
         self._keeper.hold(task["_id"], token)
         try:
             with running(now_running):

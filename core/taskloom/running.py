@@ -7,6 +7,7 @@ variable rather than an argument: the handler's signature stays qlib's ``(param,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -24,6 +25,20 @@ class RunningTask:
     owner: str
     #: the URL of the store holding the pool, when known
     storage: str | None = None
+    #: when the attempt was claimed and when the lease it was claimed with ends (epoch s)
+    claimed_at: float | None = None
+    lease_until: float | None = None
+
+    def may_be_reclaimed(self) -> bool:
+        """Whether another worker may have reclaimed this task by now.
+
+        Not during the first half of the lease the attempt was claimed with: the task can
+        be reclaimed only once that lease has expired, and the half left over absorbs clock
+        differences between the machines sharing the pool. Without lease times, it may have.
+        """
+        if self.claimed_at is None or self.lease_until is None:
+            return True
+        return time.time() >= (self.claimed_at + self.lease_until) / 2
 
 
 _CURRENT: ContextVar[RunningTask | None] = ContextVar("taskloom_running_task", default=None)

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 STATUS_KEY = "train_status"
 STATUS_BEGIN = "begin_task_train"
 STATUS_END = "end_task_train"
+#: qlib's tag naming the pool task a run was recorded for (a recorder sets it in a pool)
+TASK_ID_TAG = "_id in TaskManager"
 
 
 class TrainError(TaskloomError):
@@ -95,32 +97,31 @@ def prediction_label(dataset: Any, pred: Any) -> Any:
 
 
 def task_train(task: Mapping[str, Any], experiment_name: str, recorder_name: str | None = None,
-               *, recorder: str = "mlflow", **options: Any) -> dict[str, Any]:
+               *, recorder: str = "mlflow", tags: Mapping[str, str] | None = None,
+               **options: Any) -> dict[str, Any]:
     """Train ``task`` inside a new recorded run of ``experiment_name``; the run's JSON reference.
 
-    qlib's ``task_train``: ``recorder_name`` names the run. ``recorder`` is the registered
+    qlib's ``task_train``: ``recorder_name`` names the run. ``tags`` are set on the run when
+    it is created (a trainer passes its ``train_status`` so). ``recorder`` is the registered
     recorder to use and ``options`` its options (``tracking_uri=...`` for MLflow). A training
     failure fails the run and raises. Usable as a pool handler:
     ``run_task(task_train, pool, experiment_name="study")``.
     """
     made = _recorder(recorder, experiment_name, options)
-    wrap_options = {} if recorder_name is None else {"run_name": recorder_name}
-    return made.wrap(train_values, **wrap_options)(task)
+    return made.wrap(train_values, **_wrap_options(recorder_name, tags))(task)
 
 
 def begin_task_train(task: Mapping[str, Any], experiment_name: str,
                      recorder_name: str | None = None, *, recorder: str = "mlflow",
-                     **options: Any) -> dict[str, Any]:
+                     tags: Mapping[str, str] | None = None, **options: Any) -> dict[str, Any]:
     """A run that records only the task (ended FINISHED, tagged ``train_status=begin_task_train``).
 
     Returns its reference, which a delay trainer stores as the ``part_done`` task's result
-    and later gives to :func:`end_task_train`.
+    and later gives to :func:`end_task_train`. ``tags`` are set on the run too.
     """
     made = _recorder(recorder, experiment_name, options)
-    wrap_options: dict[str, Any] = {"tags": {STATUS_KEY: STATUS_BEGIN}}
-    if recorder_name is not None:
-        wrap_options["run_name"] = recorder_name
-    return made.wrap(_nothing, **wrap_options)(task)
+    begin_tags = {**(tags or {}), STATUS_KEY: STATUS_BEGIN}
+    return made.wrap(_nothing, **_wrap_options(recorder_name, begin_tags))(task)
 
 
 def end_task_train(reference: Mapping[str, Any], experiment_name: str, *,
@@ -144,10 +145,22 @@ def end_task_train(reference: Mapping[str, Any], experiment_name: str, *,
 
 
 def _recorder(name: str, experiment_name: str, options: Mapping[str, Any]) -> Any:
-    """The recorder ``name`` for ``experiment_name``, its experiment prepared."""
-    made = lookup("recorder", name)(experiment_name, **options)
-    made.prepare()
-    return made
+    """The recorder ``name`` for ``experiment_name``.
+
+    Not prepared here: a wrapped handler finds or creates its experiment itself (a pool
+    worker never prepares), and asking the store once per task costs a query per window.
+    """
+    return lookup("recorder", name)(experiment_name, **options)
+
+
+def _wrap_options(run_name: str | None, tags: Mapping[str, str] | None) -> dict[str, Any]:
+    """The options of ``wrap`` a train function passes: only those it was given."""
+    options: dict[str, Any] = {}
+    if run_name is not None:
+        options["run_name"] = run_name
+    if tags:
+        options["tags"] = dict(tags)
+    return options
 
 
 def _fit(model: Any, dataset: Any, reweighter: Any) -> None:

@@ -16,12 +16,16 @@ pickled qlib Recorder. What changes against qlib (``docs/train.md``, "Trainers")
   k-th task k processes deep: bug B10);
 * waiting has no 10 s sleep: it returns as soon as the last task is done.
 
-The ``train_status`` tags and ``"_id in TaskManager"`` are set on the MLflow runs through
-the registered ``mlflow`` recorder's client; MLflow itself is imported only there.
+The ``train_status`` tags go to a train function that takes ``tags`` (``task_train`` and
+``begin_task_train`` do), so they are set when its run is created; the recorder tags a pool
+task's run with ``"_id in TaskManager"`` itself. A run whose reference does not list them
+(another train function's) is tagged afterwards through the registered ``mlflow`` recorder's
+client; MLflow itself is imported only there.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +37,15 @@ from taskloom.manager import TaskManager
 from taskloom.registry import lookup
 from taskloom.retry import RetryPolicy
 from taskloom.status import DONE, FAILED, PART_DONE, RUNNING, WAITING
-from taskloom.train import begin_task_train, end_task_train, task_train
+from taskloom.train import (
+    STATUS_BEGIN,
+    STATUS_END,
+    STATUS_KEY,
+    TASK_ID_TAG,
+    begin_task_train,
+    end_task_train,
+    task_train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +125,9 @@ class TrainerR(Trainer):
     working directory).
     """
 
-    STATUS_KEY = "train_status"
-    STATUS_BEGIN = "begin_task_train"
-    STATUS_END = "end_task_train"
+    STATUS_KEY = STATUS_KEY
+    STATUS_BEGIN = STATUS_BEGIN
+    STATUS_END = STATUS_END
 
     def __init__(self, experiment_name: str | None = None, train_func: TrainFunc = task_train,
                  call_in_subproc: bool = False, default_rec_name: str | None = None, *,
@@ -138,7 +150,7 @@ class TrainerR(Trainer):
         tasks = task_list(tasks)
         func = train_func or self.train_func
         experiment = experiment_name or self.experiment_name or DEFAULT_EXPERIMENT
-        options = func_options(self.tracking_uri, self.default_rec_name, kwargs)
+        options = begin_tags(func, func_options(self.tracking_uri, self.default_rec_name, kwargs))
         references = []
         for i, task in enumerate(tasks, 1):
             log.info("training task %d/%d: %s", i, len(tasks), window(task))
@@ -206,7 +218,7 @@ class TrainerRM(Trainer):
     STATUS_KEY = TrainerR.STATUS_KEY
     STATUS_BEGIN = TrainerR.STATUS_BEGIN
     STATUS_END = TrainerR.STATUS_END
-    TM_ID = "_id in TaskManager"
+    TM_ID = TASK_ID_TAG
 
     def __init__(self, experiment_name: str | None = None, task_pool: str | None = None,
                  train_func: TrainFunc = task_train, skip_run_task: bool = False,
@@ -255,8 +267,8 @@ class TrainerRM(Trainer):
         retried = tm.retry({"_id": {"$in": unique}, "status": FAILED})
         if retried:
             log.info("pool %s: %d failed tasks get a fresh attempt budget", tm.task_pool, retried)
-        options = func_options(self.tracking_uri, default_rec_name or self.default_rec_name,
-                               kwargs)
+        options = begin_tags(func, func_options(
+            self.tracking_uri, default_rec_name or self.default_rec_name, kwargs))
         self._drive(tm, func, unique, before_status, after_status,
                     {"experiment_name": experiment, **options})
         references = collect_results(tm, ids, after_status)
@@ -302,9 +314,10 @@ class TrainerRM(Trainer):
         Failures follow the retry policy and never end the loop.
         """
         experiment = self._experiment(experiment_name)
-        self._work(self._manager(experiment), train_func or self.train_func, WAITING,
+        func = train_func or self.train_func
+        self._work(self._manager(experiment), func, WAITING,
                    {"experiment_name": experiment,
-                    **func_options(self.tracking_uri, None, {})})
+                    **begin_tags(func, func_options(self.tracking_uri, None, {}))})
 
     @staticmethod
     def _work(tm: TaskManager, func: TrainFunc, before_status: str,
@@ -362,7 +375,7 @@ class DelayTrainerRM(TrainerRM):
             return []
         experiment = self._experiment(experiment_name)
         tm = self._manager(experiment)
-        ids = read_run_tag(references, self.TM_ID, self.tracking_uri)
+        ids = task_ids(references, self.tracking_uri)
         missing = [ref.get("run_id") for ref, i in zip(references, ids, strict=True) if not i]
         if missing:
             raise TrainingError(f"runs {missing} have no {self.TM_ID!r} tag: they were not "
@@ -407,6 +420,21 @@ def func_options(tracking_uri: str | None, recorder_name: str | None,
     if tracking_uri is not None:
         options["tracking_uri"] = tracking_uri
     return options
+
+
+def begin_tags(func: TrainFunc, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with ``tags={"train_status": "begin_task_train"}`` if ``func`` takes ``tags``.
+
+    The run is then tagged when it is created instead of by a second write to the store.
+    Only a ``tags`` parameter counts: a ``**kwargs`` may pass it somewhere that refuses it.
+    """
+    try:
+        takes = "tags" in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if not takes:
+        return options
+    return {**options, "tags": {**options.get("tags", {}), STATUS_KEY: STATUS_BEGIN}}
 
 
 def window(task: Any) -> str:
@@ -490,18 +518,36 @@ def _retrying(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def tag_runs(references: Sequence[Mapping[str, Any]], tags: Mapping[str, str],
              tracking_uri: str | None, *, ids: Sequence[str] | None = None,
              id_tag: str | None = None) -> None:
-    """Set ``tags`` on each reference's run (and ``id_tag`` = its task id, when ``ids``)."""
+    """Set ``tags`` on each reference's run (and ``id_tag`` = its task id, when ``ids``).
+
+    A run whose reference lists every one of them already (its ``"tags"``: they were set
+    when the run was made) is not written to again.
+    """
     from mlflow.entities import RunTag
 
-    if not references:
-        return
-    client = _client(references, tracking_uri)
+    client = None
     for i, reference in enumerate(references):
         run_tags = dict(tags)
         if ids is not None and id_tag is not None:
             run_tags[id_tag] = str(ids[i])
+        listed = reference.get("tags") or {}
+        if all(listed.get(key) == value for key, value in run_tags.items()):
+            continue
+        client = client or _client(references, tracking_uri)
         _retrying(client.log_batch, reference["run_id"],
                   tags=[RunTag(key, value) for key, value in run_tags.items()])
+
+
+def task_ids(references: Sequence[Mapping[str, Any]], tracking_uri: str | None
+             ) -> list[str | None]:
+    """The pool task id each reference's run was recorded for (its ``_id in TaskManager`` tag).
+
+    Read from the reference when it lists the tag, else from the run.
+    """
+    listed = [(ref.get("tags") or {}).get(TASK_ID_TAG) for ref in references]
+    unlisted = [ref for ref, task_id in zip(references, listed, strict=True) if not task_id]
+    read = iter(read_run_tag(unlisted, TASK_ID_TAG, tracking_uri))
+    return [task_id or next(read) for task_id in listed]
 
 
 def read_run_tag(references: Sequence[Mapping[str, Any]], key: str,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from taskloom.errors import TaskloomError
 from taskloom.running import RunningTask, current_task
 from taskloom.taskkey import task_key
+from taskloom.train import TASK_ID_TAG
 
 from taskloom_recorder import tracking
 from taskloom_recorder.artifacts import write_result, write_task
@@ -40,6 +41,10 @@ log = logging.getLogger(__name__)
 TAG_PREFIX = "taskloom."
 #: the artifact a failed run's traceback is logged as
 ERROR_ARTIFACT = "error.txt"
+
+#: the experiment ids this process has resolved, by (tracking URI, experiment name): a pool
+#: worker records every task into one experiment and looks it up once, not once per run
+_EXPERIMENT_IDS: dict[tuple[str, str], str] = {}
 
 
 class RecordingError(TaskloomError):
@@ -92,14 +97,21 @@ class MlflowRecorder:
         """Create the experiment (and the tracking store) unless it exists.
 
         Race-safe: when another process creates it first, the one it made is read back.
+        Always asks the store, so a deleted experiment is reported here.
         """
-        self.experiment_id()
+        self._experiment_id = self._get_or_create()
+        _EXPERIMENT_IDS[self.tracking_uri, self.experiment] = self._experiment_id
+        tracking.use_wal(self.tracking_uri)
 
     def experiment_id(self) -> str:
-        """The id of the experiment, created if it does not exist yet."""
+        """The id of the experiment: resolved once per process, created if it does not exist."""
         if self._experiment_id is None:
-            self._experiment_id = self._get_or_create()
-            tracking.use_wal(self.tracking_uri)
+            known = _EXPERIMENT_IDS.get((self.tracking_uri, self.experiment))
+            if known is None:
+                self.prepare()
+            else:
+                self._experiment_id = known
+        assert self._experiment_id is not None
         return self._experiment_id
 
     def _get_or_create(self) -> str:
@@ -149,13 +161,31 @@ class MlflowRecorder:
         experiment_id = self.experiment_id()
         limit = limits()
         params = fit(flatten(param), limit.key_length, limit.param_length)
-        all_tags = {**run_tags(param, task), **(tags or {})}
-        run = retrying(self.client.create_run, experiment_id,
-                       tags=fit(all_tags, limit.key_length, limit.tag_length),
-                       run_name=run_name or _run_name(task))
+        all_tags = fit({**run_tags(param, task), **(tags or {})}, limit.key_length,
+                       limit.tag_length)
+        run = self._create_run(experiment_id, all_tags, run_name or _run_name(task))
         if task is not None and task.attempt > 1:
             self.kill_orphans(experiment_id, task)
-        return self._run_handler(run, experiment_id, handler, param, kwargs, params, {})
+        return self._run_handler(run, experiment_id, handler, param, kwargs, params,
+                                 caller_tags(all_tags))
+
+    def _create_run(self, experiment_id: str, tags: dict[str, str],
+                    run_name: str | None) -> Run:
+        """A new RUNNING run; a deleted experiment is a :class:`RecordingError`.
+
+        The experiment id is resolved once per process, so the experiment may have been
+        deleted since: when MLflow refuses the run, the store is asked again, which reports a
+        deleted experiment clearly; any other refusal propagates as it is.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return retrying(self.client.create_run, experiment_id, tags=tags,
+                            run_name=run_name)
+        except MlflowException:
+            _EXPERIMENT_IDS.pop((self.tracking_uri, self.experiment), None)
+            self.prepare()
+            raise
 
     def resume(self, run_id: str, handler: Callable[..., Any], *,
                tags: Mapping[str, str] | None = None) -> dict:
@@ -174,8 +204,9 @@ class MlflowRecorder:
         param = load_task(run, self.tracking_uri)
         retrying(self.client.update_run, run_id, status="RUNNING")
         limit = limits()
+        end_tags = fit(dict(tags or {}), limit.key_length, limit.tag_length)
         return self._run_handler(run, experiment_id, handler, param, {}, {},
-                                 fit(dict(tags or {}), limit.key_length, limit.tag_length),
+                                 caller_tags(end_tags), end_tags,
                                  earlier=(names, run.data.metrics))
 
     def _artifact_names(self, run_id: str) -> set[str]:
@@ -202,12 +233,13 @@ class MlflowRecorder:
 
     def _run_handler(self, run: Run, experiment_id: str, handler: Callable[..., Any],
                      param: Any, kwargs: Mapping[str, Any], params: dict[str, str],
-                     tags: dict[str, str],
+                     listed_tags: dict[str, str], end_tags: dict[str, str] | None = None,
                      earlier: tuple[set[str], Mapping[str, float]] | None = None) -> dict:
         """Call the handler inside ``run``, record what it returns, end the run; its reference.
 
-        ``earlier`` are the artifact names and metrics a resumed run already holds, which its
-        reference lists too.
+        ``end_tags`` are logged when the run ends; ``listed_tags`` are the ones its reference
+        lists. ``earlier`` are the artifact names and metrics a resumed run already holds,
+        which its reference lists too.
         """
         from mlflow.entities import RunStatus
 
@@ -218,9 +250,9 @@ class MlflowRecorder:
                 write_task(param, directory)
                 metrics = fit(write_result(handler(param, **kwargs), directory),
                               limits().key_length, None)
-                if task is not None:
+                if task is not None and task.may_be_reclaimed():
                     self._check_still_running(run, task)
-                self._end(run, params, metrics, directory, RunStatus.FINISHED, tags)
+                self._end(run, params, metrics, directory, RunStatus.FINISHED, end_tags)
             except RunKilledError:
                 raise
             except BaseException as exc:
@@ -232,7 +264,7 @@ class MlflowRecorder:
         if earlier is not None:
             artifacts |= earlier[0]
             metrics = {**earlier[1], **metrics}
-        return self._reference(run, experiment_id, sorted(artifacts), metrics)
+        return self._reference(run, experiment_id, sorted(artifacts), metrics, listed_tags)
 
     def _end(self, run: Run, params: dict[str, str], metrics: dict[str, float],
              directory: Path, status: int, tags: dict[str, str] | None = None) -> None:
@@ -291,7 +323,7 @@ class MlflowRecorder:
         return killed
 
     def _reference(self, run: Run, experiment_id: str, artifacts: list[str],
-                   metrics: dict[str, float]) -> dict[str, Any]:
+                   metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:
         """The JSON reference a recorded task's pool result is (non-finite metrics as None)."""
         base = run.info.artifact_uri.rstrip("/")
         return {
@@ -301,6 +333,7 @@ class MlflowRecorder:
             "artifacts": {name: f"{base}/{name}" for name in artifacts},
             "metrics": {k: v if v == v and abs(v) != float("inf") else None
                         for k, v in metrics.items()},
+            "tags": tags,
         }
 
 
@@ -344,12 +377,21 @@ def run_tags(task_def: Any, task: RunningTask | None) -> dict[str, str]:
     if task is not None:
         tags.update({f"{TAG_PREFIX}key": task.key, f"{TAG_PREFIX}pool": task.pool,
                      f"{TAG_PREFIX}task_id": task.task_id,
-                     f"{TAG_PREFIX}attempt": str(task.attempt)})
+                     f"{TAG_PREFIX}attempt": str(task.attempt), TASK_ID_TAG: task.task_id})
         if task.storage:
             tags[f"{TAG_PREFIX}storage"] = task.storage
     else:
         tags[f"{TAG_PREFIX}key"] = task_key(task_def)
     return tags
+
+
+def caller_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    """The tags a reference lists: those outside the recorder's own ``taskloom.`` namespace.
+
+    They are the caller's, the task's own ``tags`` and qlib's ``_id in TaskManager``: what a
+    trainer looks for before it tags a run again.
+    """
+    return {k: v for k, v in tags.items() if not k.startswith(TAG_PREFIX)}
 
 
 def segment_tags(task_def: Mapping[str, Any]) -> dict[str, str]:

@@ -40,6 +40,8 @@ def hang(param: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
 
 
 def running_task(param: Any, **kwargs: Any) -> dict[str, Any] | None:
-    """The running task as a dict, and this process's pid."""
+    """The running task as a dict, this process's pid, and whether it may have been reclaimed."""
     task = current_task()
-    return None if task is None else {**asdict(task), "pid": os.getpid()}
+    if task is None:
+        return None
+    return {**asdict(task), "pid": os.getpid(), "may_be_reclaimed": task.may_be_reclaimed()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -53,9 +54,11 @@ def test_a_recorded_pool_task_is_tagged_logged_and_committed_as_a_reference(
     assert run_task(predict, "study", storage=pool_url, record=experiment)
     task = tm.re_query(task_id)
     ref = task["res"]
-    assert set(ref) == {"run_id", "experiment_id", "experiment", "artifacts", "metrics"}
+    assert set(ref) == {"run_id", "experiment_id", "experiment", "artifacts", "metrics", "tags"}
     assert ref["experiment"] == experiment
     assert ref["metrics"] == {"ic": 0.04, "rank_ic": 0.05}
+    # the reference lists the run's tags outside taskloom's namespace: the task's, qlib's id
+    assert ref["tags"] == {"study": "rolling-250", "horizon": "5", "_id in TaskManager": task_id}
     run = client.get_run(ref["run_id"])
     assert run.info.status == "FINISHED"
     assert run.info.experiment_id == ref["experiment_id"]
@@ -64,6 +67,7 @@ def test_a_recorded_pool_task_is_tagged_logged_and_committed_as_a_reference(
     assert tags["taskloom.task_id"] == task_id
     assert tags["taskloom.key"] == task["key"] == taskloom.task_key(TASK)
     assert tags["taskloom.attempt"] == "1"
+    assert tags["_id in TaskManager"] == task_id
     assert tags["taskloom.storage"] == pool_url
     assert tags["taskloom.model"] == "LGBModel"
     assert tags["taskloom.segment.train.start"] == "2015-01-05"
@@ -190,8 +194,14 @@ def test_a_failing_handler_fails_its_run_with_the_traceback_and_the_pool_retries
 
 
 def kill_my_run(param, **kwargs):
-    """What a newer attempt does to this stalled one: mark its RUNNING run KILLED."""
+    """What a newer attempt does to this stalled one: mark its RUNNING run KILLED.
+
+    A newer attempt exists only once the lease this one was claimed with could have expired,
+    so the handler also runs past the first half of that lease.
+    """
     task = taskloom.current_task()
+    time.sleep(max(0.0, (task.claimed_at + task.lease_until) / 2 - time.time()) + 0.05)
+    assert task.may_be_reclaimed()
     client = tracking.client()
     exp_id = client.get_experiment_by_name(param["experiment"]).experiment_id
     (run,) = client.search_runs([exp_id], f"tags.`taskloom.task_id` = '{task.task_id}'")
@@ -203,7 +213,7 @@ def test_a_run_killed_by_a_newer_attempt_stays_killed(client, experiment, pool_u
     tm = TaskManager("stalled", pool_url)
     (task_id,) = tm.create_task([{"experiment": experiment}])
     with pytest.raises(RunKilledError, match=f"task {task_id} attempt 1 was marked KILLED"):
-        run_task(kill_my_run, "stalled", storage=pool_url, record=experiment)
+        run_task(kill_my_run, "stalled", storage=pool_url, record=experiment, lease_seconds=1.0)
     exp_id = client.get_experiment_by_name(experiment).experiment_id
     (run,) = client.search_runs([exp_id])
     assert run.info.status == "KILLED" and run.data.metrics == {}
@@ -254,6 +264,14 @@ def test_a_deleted_experiment_is_a_clear_error(client, experiment):
     client.delete_experiment(client.get_experiment_by_name(experiment).experiment_id)
     with pytest.raises(taskloom.errors.TaskloomError, match=f"experiment '{experiment}'.*deleted"):
         MlflowRecorder(experiment).prepare()
+
+
+def test_an_experiment_deleted_while_a_process_records_is_a_clear_error(client, experiment):
+    recorder = MlflowRecorder(experiment)
+    recorder.wrap(predict)(TASK)  # the process now knows the experiment's id
+    client.delete_experiment(client.get_experiment_by_name(experiment).experiment_id)
+    with pytest.raises(taskloom.errors.TaskloomError, match=f"experiment '{experiment}'.*deleted"):
+        MlflowRecorder(experiment).wrap(predict)(TASK)
 
 
 def test_an_unknown_recorder_lists_the_known_ones(pool_url):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 from taskloom import current_task
 from taskloom.manager import TaskManager, run_task
+from taskloom.running import RunningTask
 
 from record.record_handlers import running_task
 
@@ -42,3 +44,21 @@ def test_the_current_task_is_reset_when_the_handler_raises(pool_url):
     with pytest.raises(ValueError):
         run_task(boom, "raising", storage=pool_url)
     assert current_task() is None
+
+
+def test_a_task_cannot_have_been_reclaimed_in_the_first_half_of_its_lease(pool_url):
+    tm = TaskManager("leased", pool_url)
+    (task_id,) = tm.create_task([{"i": 1}])
+    run_task(running_task, "leased", storage=pool_url, lease_seconds=30.0)
+    seen = tm.re_query(task_id)["res"]
+    assert seen["lease_until"] - seen["claimed_at"] == pytest.approx(30.0)
+    assert seen["may_be_reclaimed"] is False  # the handler ran well within half the lease
+
+
+def test_past_half_its_lease_or_without_lease_times_a_task_may_have_been_reclaimed():
+    now = time.time()
+    task = RunningTask("p", "1", "k", 1, "me", claimed_at=now - 16.0, lease_until=now + 14.0)
+    assert task.may_be_reclaimed()
+    fresh = RunningTask("p", "1", "k", 1, "me", claimed_at=now - 1.0, lease_until=now + 29.0)
+    assert not fresh.may_be_reclaimed()
+    assert RunningTask("p", "1", "k", 1, "me").may_be_reclaimed()
