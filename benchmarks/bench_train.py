@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 import taskloom
-from taskloom_panel import SIGNAL_FEATURES, synthetic_market, write_panel
+from taskloom_panel import SIGNAL_FEATURES, panel_task, synthetic_market, write_panel
 
 #: trading days between two windows' test starts (and each window's test length)
 STEP = 5
@@ -55,24 +55,9 @@ def study(windows: int, instruments: int, model: str, directory: Path) -> list[d
                               end=pd.Timestamp("2012-01-01") + pd.offsets.BDay(test_days + 5),
                               seed=3)
     path = str(write_panel(market, directory / "market.parquet"))
-    template = {
-        "model": {"class": "SklearnModel", "module_path": "taskloom_panel",
-                  "kwargs": {"estimator": MODELS[model]}},
-        "dataset": {
-            "class": "PanelDataset", "module_path": "taskloom_panel",
-            "kwargs": {
-                "handler": {"class": "taskloom_panel:read_panel",
-                            "kwargs": {"path": path, "start_time": "2010-01-01",
-                                       "end_time": "2011-12-31"}},
-                "segments": {"train": ("2010-01-01", "2011-06-30"),
-                             "valid": ("2011-07-01", "2011-12-31"),
-                             "test": ("2012-01-01", None)},
-                "feature_columns": list(SIGNAL_FEATURES),
-                "normalize": "zscore",
-            },
-        },
-        "record": [],
-    }
+    template = panel_task(path, MODELS[model], SIGNAL_FEATURES,
+                          {"train": ("2010-01-01", "2011-06-30"),
+                           "valid": ("2011-07-01", "2011-12-31"), "test": ("2012-01-01", None)})
     days = market.index.get_level_values("datetime").unique()
     gen = taskloom.get_generator("rolling")(step=STEP, rtype="sliding",
                                            calendar=taskloom.TradingCalendar(days))

@@ -16,6 +16,7 @@ from taskloom import hookimpl
 from taskloom.hookspecs import RegisterRecord
 
 from taskloom_panel.records import SigAnaRecord, SignalRecord
+from taskloom_panel.task import panel_task
 
 if TYPE_CHECKING:
     from taskloom_panel.dataset import PanelDataset, PanelError, read_panel, write_panel
@@ -75,6 +76,7 @@ __all__ = [
     "SignalRecord",
     "SklearnModel",
     "noise_features",
+    "panel_task",
     "read_panel",
     "signal_features",
     "synthetic_market",

@@ -8,31 +8,16 @@ import json
 import pandas as pd
 import pytest
 import taskloom
-from taskloom_panel import LABEL, NOISE_FEATURES, SIGNAL_FEATURES, write_panel
+from taskloom_panel import LABEL, NOISE_FEATURES, SIGNAL_FEATURES, panel_task, write_panel
 
 from train.metrics import mean_rank_ic
 
 
 def template(path: str, features: list[str], estimator: dict) -> dict:
     """A task as qlib's examples write one, with this plugin's model and dataset."""
-    return {
-        "model": {"class": "SklearnModel", "module_path": "taskloom_panel",
-                  "kwargs": {"estimator": estimator}},
-        "dataset": {
-            "class": "PanelDataset", "module_path": "taskloom_panel",
-            "kwargs": {
-                "handler": {"class": "taskloom_panel:read_panel",
-                            "kwargs": {"path": path, "start_time": "2015-01-01",
-                                       "end_time": "2016-12-31"}},
-                "segments": {"train": ("2015-01-01", "2016-06-30"),
-                             "valid": ("2016-07-01", "2016-12-31"),
-                             "test": ("2017-01-01", None)},
-                "feature_columns": features,
-                "normalize": "zscore",
-            },
-        },
-        "record": [],
-    }
+    return panel_task(path, estimator, features,
+                      {"train": ("2015-01-01", "2016-06-30"), "valid": ("2016-07-01", "2016-12-31"),
+                       "test": ("2017-01-01", None)})
 
 
 def rolling_predictions(tasks: list[dict]) -> pd.Series:
@@ -79,3 +64,15 @@ def test_a_rolling_study_finds_the_planted_signal_and_not_the_noise(market, mark
         template(market_file, list(NOISE_FEATURES), estimator), gen)
     noise = rolling_predictions(noise_tasks)
     assert abs(mean_rank_ic(noise, market[LABEL])) < 0.02
+
+
+def test_a_panel_task_loads_from_the_train_start_to_the_valid_end_and_needs_every_segment():
+    segments = {"train": ("2015-01-01", "2015-12-31"), "valid": ("2016-01-01", "2016-06-30"),
+                "test": ("2016-07-01", None)}
+    task = panel_task("m.parquet", {"class": "sklearn.linear_model:Ridge"}, ["f0"], segments)
+    handler = task["dataset"]["kwargs"]["handler"]["kwargs"]
+    assert (handler["start_time"], handler["end_time"]) == ("2015-01-01", "2016-06-30")
+    assert task["dataset"]["kwargs"]["segments"] == segments
+    assert json.loads(json.dumps(task))["model"]["kwargs"]["estimator"]["class"].endswith("Ridge")
+    with pytest.raises(ValueError, match=r"segments: \['valid'\] missing"):
+        panel_task("m.parquet", {}, ["f0"], {"train": segments["train"], "test": (None, None)})

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import taskloom
+from taskloom_panel import panel_task
 
 #: set in a worker's environment: the handler writes its pid there and hangs, once
 HANG_MARKER_ENV = "TASKLOOM_TEST_HANG_MARKER"
@@ -23,25 +24,10 @@ RIDGE = {"class": "Ridge", "module_path": "sklearn.linear_model", "kwargs": {"al
 
 def template(path: str, name: str, features: list[str]) -> dict[str, Any]:
     """A qlib-shaped task on the panel file ``path``, tagged with the model's ``name``."""
-    return {
-        "model": {"class": "SklearnModel", "module_path": "taskloom_panel",
-                  "kwargs": {"estimator": RIDGE}},
-        "dataset": {
-            "class": "PanelDataset", "module_path": "taskloom_panel",
-            "kwargs": {
-                "handler": {"class": "taskloom_panel:read_panel",
-                            "kwargs": {"path": path, "start_time": "2015-01-01",
-                                       "end_time": "2016-06-30"}},
-                "segments": {"train": ("2015-01-01", "2015-12-31"),
-                             "valid": ("2016-01-01", "2016-06-30"),
-                             "test": ("2016-07-01", None)},
-                "feature_columns": features,
-                "normalize": "zscore",
-            },
-        },
-        "record": [],
-        "tags": {"model_name": name},
-    }
+    return panel_task(path, RIDGE, features,
+                      {"train": ("2015-01-01", "2015-12-31"), "valid": ("2016-01-01", "2016-06-30"),
+                       "test": ("2016-07-01", None)},
+                      tags={"model_name": name})
 
 
 def rolling_tasks(market, path: str, models: dict[str, list[str]]) -> list[dict[str, Any]]:
