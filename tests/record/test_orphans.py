@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
-from support.subprocesses import worker
+from support.subprocesses import kill_once_hung, worker
 from taskloom.manager import TaskManager
 from taskloom_recorder import tracking
 
@@ -29,13 +27,7 @@ def test_the_run_of_a_killed_worker_is_marked_killed_when_its_task_is_reclaimed(
     args = ("orphans", "--storage", pool_url, "--handler", "record_handlers:hang",
             "--record", "orphans", "--tracking-uri", tracking_uri, "--lease", "1",
             "--idle-exit", "1")
-    first = worker(tmp_path, HANDLERS, *args, **{HANG_MARKER_ENV: str(marker)})
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
-        time.sleep(0.05)
-    os.kill(first.pid, signal.SIGKILL)
-    first.communicate(timeout=30)
+    kill_once_hung(tmp_path, HANDLERS, HANG_MARKER_ENV, marker, *args)
     time.sleep(1.5)  # the lease of the killed worker runs out
     second = worker(tmp_path, HANDLERS, *args, **{HANG_MARKER_ENV: str(marker)})
     out, err = second.communicate(timeout=120)

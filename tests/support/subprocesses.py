@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -27,3 +29,16 @@ def worker(cwd: Path, importable: Path, *args: str, **env: str) -> subprocess.Po
     return subprocess.Popen([sys.executable, "-m", "taskloom", "worker", *args], cwd=cwd,
                             env=cli_env(importable, **env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def kill_once_hung(cwd: Path, importable: Path, marker_env: str, marker: Path,
+                   *args: str) -> None:
+    """A worker dying mid-task: start ``taskloom worker ARGS`` with ``marker_env=marker``, wait
+    until its handler has written ``marker`` (it then hangs), and SIGKILL it."""
+    doomed = worker(cwd, importable, *args, **{marker_env: str(marker)})
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert time.monotonic() < deadline and doomed.poll() is None, doomed.communicate()
+        time.sleep(0.05)
+    os.kill(doomed.pid, signal.SIGKILL)
+    doomed.communicate(timeout=30)

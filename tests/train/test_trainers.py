@@ -5,7 +5,6 @@ processes, recorded in an MLflow store, collected and stitched by window."""
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import taskloom
-from support.subprocesses import worker
+from support.subprocesses import kill_once_hung, worker
 from taskloom.manager import TaskManager
 from taskloom.retry import RetryPolicy
 from taskloom.trainer import TrainingError
@@ -218,13 +217,7 @@ def test_a_window_whose_worker_is_killed_is_retrained_and_recorded_once(
     marker = workdir / f"{experiment}.pid"
     args = (experiment, "--storage", pool_url, "--handler", "trainer_support:hang_then_train",
             "--record", experiment, "--tracking-uri", tracking_uri, "--lease", "1")
-    doomed = worker(workdir, HANDLERS, *args, **{HANG_MARKER_ENV: str(marker)})
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert time.monotonic() < deadline and doomed.poll() is None, doomed.communicate()
-        time.sleep(0.05)
-    os.kill(doomed.pid, signal.SIGKILL)
-    doomed.communicate(timeout=30)
+    kill_once_hung(workdir, HANDLERS, HANG_MARKER_ENV, marker, *args)
 
     references = taskloom.TrainerRM(experiment, storage=pool_url,
                                     tracking_uri=tracking_uri).train(tasks)
