@@ -191,6 +191,9 @@ class Attempts:
         self._keeper = LeaseKeeper(pool, lease_seconds)
         # with tracing on, every hook call is made so that the trace shows it
         self._trace_hooks = plugins.tracing()
+        # the process's hook relay: plugins registered later join its hooks, so it is looked
+        # up once instead of on every claim and commit
+        self._hooks = plugins.hook()
 
     # ----------------------------------------------------------------------------------------
     # claiming and holding
@@ -211,7 +214,7 @@ class Attempts:
                 return None
             if not self._fail_if_expired_out(task):
                 break
-        self._fire(plugins.hook().taskloom_task_claimed, task=task)
+        self._fire(self._hooks.taskloom_task_claimed, task=task)
         return task
 
     @contextmanager
@@ -269,8 +272,9 @@ class Attempts:
         without one (``{"_id": id}`` or a bare id) is an unguarded, administrative update.
         The record is read back only when a ``taskloom_task_finished`` hook observes it.
         """
-        finished = plugins.hook().taskloom_task_finished
-        record = self._end(task, {"status": status, "res": data, "error": None,
+        finished = self._hooks.taskloom_task_finished
+        # the plain string: a TaskStatus member would cost the store a conversion per task
+        record = self._end(task, {"status": str(status), "res": data, "error": None,
                                   "not_before": None}, status, "commit",
                            read_back=self._observed(finished))
         if record is not None:
@@ -307,7 +311,7 @@ class Attempts:
             record = self.pool.finish(task["_id"], token, {"status": FAILED, "error": error,
                                                            "not_before": None}, entry, now)
             if record is not None:
-                self._fire(plugins.hook().taskloom_task_failed, task=record,
+                self._fire(self._hooks.taskloom_task_failed, task=record,
                            error=error)
                 return Outcome.FAILED
         else:
@@ -316,7 +320,7 @@ class Attempts:
                        "not_before": now + delay if delay else None}
             record = self.pool.finish(task["_id"], token, changes, entry, now)
             if record is not None:
-                self._fire(plugins.hook().taskloom_task_retried, task=record,
+                self._fire(self._hooks.taskloom_task_retried, task=record,
                            error=error, delay=delay)
                 return Outcome.RETRIED
         log.warning("task %s: lease lost before its error could be recorded", task["_id"])
@@ -389,7 +393,7 @@ class Attempts:
             None, now,
         )
         if record is not None:
-            self._fire(plugins.hook().taskloom_task_failed, task=record,
+            self._fire(self._hooks.taskloom_task_failed, task=record,
                        error=error)
         return True
 

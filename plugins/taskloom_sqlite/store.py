@@ -35,7 +35,9 @@ from taskloom.backend import (
     CorruptRecord,
     KeyNotUnique,
     NewTask,
+    Node,
     Pool,
+    QueryError,
     Record,
     StorageError,
     Store,
@@ -50,6 +52,7 @@ from taskloom_sqlite.sql import (
     SCHEMA,
     SCHEMA_VERSION,
     UPGRADES,
+    nesting,
     sql_id,
     where,
 )
@@ -299,10 +302,21 @@ class SQLiteStore(Store):
             raise self.error(exc) from exc
         return conn
 
-    def error(self, exc: sqlite3.Error) -> StorageError:
-        """A :class:`StorageError` for a SQLite error, naming the file."""
+    def error(self, exc: sqlite3.Error, query: Node | None = None) -> StorageError | QueryError:
+        """A :class:`StorageError` for a SQLite error, naming the file.
+
+        A statement built from a ``query`` that SQLite cannot parse because it nests too
+        deeply ("parser stack overflow") is the query's fault: a :class:`QueryError` says how
+        deep it nests and what to do instead.
+        """
         if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
             return StorageError(f"{self.path} is not a SQLite database ({exc})")
+        if query is not None and "parser stack overflow" in str(exc):
+            return QueryError(
+                f"the query nests $and/$or {nesting(query)} levels deep, more than the SQLite "
+                f"store can translate ({exc}); merge nested $and (or nested $or) levels, or "
+                "split the query in several"
+            )
         return StorageError(f"SQLite store {self.path}: {exc}")
 
     @contextmanager
@@ -326,28 +340,33 @@ class SQLiteStore(Store):
             conn.execute("ROLLBACK")
             raise self.error(exc) from exc
 
-    def write_one(self, sql: str, params: Sequence[Any]) -> tuple[list[tuple[Any, ...]], int]:
+    def write_one(
+        self, sql: str, params: Sequence[Any], query: Node | None = None
+    ) -> tuple[list[tuple[Any, ...]], int]:
         """Run one write statement as its own transaction; its rows and its row count.
 
         In autocommit mode the statement takes the write lock when it starts (waiting for it
         like ``BEGIN IMMEDIATE``) and commits when it ends, so it is exactly as atomic as
         ``BEGIN IMMEDIATE``, the statement, ``COMMIT``, with two round trips fewer and the
         lock held only while SQLite works. All rows are fetched: a ``RETURNING`` statement
-        ends, and commits, only once its last row has been read.
+        ends, and commits, only once its last row has been read. ``query`` is the query the
+        statement was built from, if any (see :meth:`error`).
         """
         try:
             cursor = self.connection().execute(sql, params)
             rows = cursor.fetchall()
         except sqlite3.Error as exc:
-            raise self.error(exc) from exc
+            raise self.error(exc, query) from exc
         return rows, cursor.rowcount
 
-    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of one read-only statement."""
+    def read(
+        self, sql: str, params: Sequence[Any] = (), query: Node | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Rows of one read-only statement; ``query`` as for :meth:`write_one`."""
         try:
             return self.connection().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise self.error(exc) from exc
+            raise self.error(exc, query) from exc
 
     def _has_pool(self, name: str) -> bool:
         return bool(self.read("SELECT 1 FROM pools WHERE name = ?", (name,)))
@@ -451,7 +470,7 @@ class SQLitePool(Pool):
         condition, cond_params = where(query)
         params = [now, lease["owner"], lease["token"], lease["until"], status, self.name,
                   *cond_params * 3]
-        rows, _ = self._store.write_one(_claim_sql(condition), params)
+        rows, _ = self._store.write_one(_claim_sql(condition), params, query)
         if not rows:
             return None
         (task_id, key, definition, types, priority, res, created_at, not_before, attempt,
@@ -499,7 +518,7 @@ class SQLitePool(Pool):
         fields, params = _assignments(sets)
         sql = f"UPDATE tasks SET {_set_clause(fields)} WHERE pool = ? AND {condition}"
         try:
-            _, count = self._store.write_one(sql, [*params, self.name, *cond_params])
+            _, count = self._store.write_one(sql, [*params, self.name, *cond_params], query)
         except StorageError as exc:
             if isinstance(exc.__cause__, sqlite3.IntegrityError) and "key" in sets:
                 raise KeyNotUnique(sets["key"]) from exc
@@ -509,7 +528,7 @@ class SQLitePool(Pool):
     def _delete(self, query: And) -> int:
         condition, params = where(query)
         _, count = self._store.write_one(f"DELETE FROM tasks WHERE pool = ? AND {condition}",
-                                         [self.name, *params])
+                                         [self.name, *params], query)
         return count
 
     def _counts(self, query: And) -> dict[str, int]:
@@ -517,7 +536,7 @@ class SQLitePool(Pool):
         condition, params = where(query)
         rows = self._store.read(
             f"SELECT status, COUNT(*) FROM tasks WHERE pool = ? AND {condition} GROUP BY status",
-            [self.name, *params])
+            [self.name, *params], query)
         return dict(rows)
 
     def _find(
@@ -528,7 +547,7 @@ class SQLitePool(Pool):
         rows = self._store.read(
             f"SELECT {COLUMNS} FROM tasks WHERE pool = ? AND {condition} "
             "ORDER BY id LIMIT ? OFFSET ?",
-            [self.name, *params, -1 if limit is None else limit, skip])
+            [self.name, *params, -1 if limit is None else limit, skip], query)
         return (self._record(row) for row in rows)
 
     def _get(self, task_id: str) -> Record | CorruptRecord | None:
