@@ -205,16 +205,21 @@ class Attempts:
         A task reclaimed after its lease expired is marked ``failed`` instead when that
         expiry used up its attempts, and the next task is claimed.
         """
-        while True:
+        task = self.pool.claim(
+            status=status, query=query, owner=self.owner, token=new_token(),
+            lease_seconds=self.lease_seconds, now=time.time(),
+        )
+        return self._claimed(task, query, status)
+
+    def _claimed(self, task: Record | None, query: dict[str, Any], status: str) -> Record | None:
+        """A task a claim returned, once it is known not to be expired out (see :meth:`claim`)."""
+        while task is not None and self._fail_if_expired_out(task):
             task = self.pool.claim(
                 status=status, query=query, owner=self.owner, token=new_token(),
                 lease_seconds=self.lease_seconds, now=time.time(),
             )
-            if task is None:
-                return None
-            if not self._fail_if_expired_out(task):
-                break
-        self._fire(self._hooks.taskloom_task_claimed, task=task)
+        if task is not None:
+            self._fire(self._hooks.taskloom_task_claimed, task=task)
         return task
 
     @contextmanager
@@ -279,6 +284,43 @@ class Attempts:
                            read_back=self._observed(finished))
         if record is not None:
             self._fire(finished, task=record, status=status)
+
+    def commit_and_claim(
+        self, task: Record, data: Any, status: str, query: dict[str, Any], claim_status: str
+    ) -> tuple[bool, Record | None]:
+        """:meth:`commit` a fetched task, then :meth:`claim` the next: ``(committed, next)``.
+
+        For a worker going straight on to its next task: the store may do both in one
+        transaction. A lost lease does not raise: ``committed`` is False and nothing was
+        written for that task (the claim still happens). When a ``taskloom_task_finished``
+        hook observes the committed record, the two steps are taken one after the other.
+        """
+        finished = self._hooks.taskloom_task_finished
+        if self._observed(finished):
+            try:
+                self.commit(task, data, status)
+            except LeaseLostError as exc:
+                log.warning("%s", exc)
+                return False, self.claim(query, claim_status)
+            return True, self.claim(query, claim_status)
+        token = task["lease"]["token"]
+        now = time.time()
+        committed = False
+        if not self._keeper.is_lost(token):
+            committed, claimed = self.pool.end_and_claim(
+                task["_id"], token, {"status": str(status), "res": data, "error": None,
+                                     "not_before": None}, _history(task, now, status),
+                status=claim_status, query=query, owner=self.owner, new_token=new_token(),
+                lease_seconds=self.lease_seconds, now=now,
+            )
+        else:
+            claimed = self.pool.claim(
+                status=claim_status, query=query, owner=self.owner, token=new_token(),
+                lease_seconds=self.lease_seconds, now=now,
+            )
+        if not committed:
+            log.warning("%s", self._lost(task, "commit"))
+        return committed, self._claimed(claimed, query, claim_status)
 
     def give_back(self, task: Mapping[str, Any] | str, status: str) -> None:
         """Put a task back in ``status``, claimable at once, uncounted (history: returned).
