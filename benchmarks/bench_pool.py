@@ -1,7 +1,7 @@
 """Speed of the task pool: no-op throughput per backend, and the costs that grow with a pool.
 
     python benchmarks/bench_pool.py [--tasks 20000] [--processes 1,2,4] [--repeat 3]
-                                    [--mongo-url URL]
+                                    [--mongo-url URL | --skip-mongo] [--skip-growth]
 
 Throughput: ``--tasks`` no-op tasks are drained by 1, 2 and 4 worker processes running the
 real worker loop (:func:`taskloom.worker.work` with the built-in ``noop`` handler: claim
@@ -19,7 +19,8 @@ scans its records on every claim). MongoDB is measured when ``--mongo-url`` (or
 the test suite has built its SecantusDB server (in the user's cache, see
 ``tests/support/mongo.py``), it is started as a separate process for the run and the same
 rows are printed for it, labelled as what they are: a functional check of the MongoDB
-backend over the wire, not a MongoDB throughput figure.
+backend over the wire, not a MongoDB throughput figure. ``--skip-mongo`` leaves the MongoDB
+rows out.
 
 Growth (SQLite): ``create_task`` of 20,000 rolling-style tasks of which half are already in
 the pool, on a pool of 10,000 tasks and again on one of 100,000, against a bare
@@ -169,7 +170,7 @@ def sqlite_pair(workdir: Path, tasks: int, processes: int, pool_first: bool) -> 
 
 
 def throughput(workdir: Path, tasks: int, counts: list[int], repeat: int,
-               mongo_url: str | None, mongo_tasks: int) -> None:
+               mongo_url: str | None, mongo_tasks: int, skip_mongo: bool) -> None:
     print(f"no-op throughput, {tasks} tasks (tasks/s; ratio = pool / bare SQLite loop; "
           f"medians of {repeat} interleaved pairs)")
     print(f"  {'backend':<28}{'procs':>6}{'tasks/s':>12}{'bare/s':>12}{'ratio':>8}   ratios")
@@ -183,6 +184,8 @@ def throughput(workdir: Path, tasks: int, counts: list[int], repeat: int,
     n_memory = min(tasks, MEMORY_TASKS)
     rate = memory_rate(n_memory)
     print(f"  {f'memory pool ({n_memory} tasks)':<28}{1:>6}{rate:>12,.0f}")
+    if skip_mongo:
+        return
     if mongo_url:
         mongo_rows("mongodb pool", mongo_url, mongo_tasks, counts)
     else:
@@ -321,12 +324,14 @@ def main() -> None:
                         help="interleaved bare/pool pairs per process count (median shown)")
     parser.add_argument("--mongo-url", default=os.environ.get("TASKLOOM_BENCH_MONGO_URL"))
     parser.add_argument("--mongo-tasks", type=int, default=300)
+    parser.add_argument("--skip-mongo", action="store_true", help="leave out the MongoDB rows")
     parser.add_argument("--skip-growth", action="store_true")
     args = parser.parse_args()
     counts = [int(part) for part in args.processes.split(",")]
     with tempfile.TemporaryDirectory(prefix="taskloom-bench-") as tmp:
         workdir = Path(tmp)
-        throughput(workdir, args.tasks, counts, args.repeat, args.mongo_url, args.mongo_tasks)
+        throughput(workdir, args.tasks, counts, args.repeat, args.mongo_url, args.mongo_tasks,
+                   args.skip_mongo)
         if not args.skip_growth:
             growth(workdir)
 

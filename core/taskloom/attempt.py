@@ -191,6 +191,9 @@ class Attempts:
         self._keeper = LeaseKeeper(pool, lease_seconds)
         # with tracing on, every hook call is made so that the trace shows it
         self._trace_hooks = plugins.tracing()
+        # the process's hook relay: plugins registered later join its hooks, so it is looked
+        # up once instead of on every claim and commit
+        self._hooks = plugins.hook()
 
     # ----------------------------------------------------------------------------------------
     # claiming and holding
@@ -202,16 +205,21 @@ class Attempts:
         A task reclaimed after its lease expired is marked ``failed`` instead when that
         expiry used up its attempts, and the next task is claimed.
         """
-        while True:
+        task = self.pool.claim(
+            status=status, query=query, owner=self.owner, token=new_token(),
+            lease_seconds=self.lease_seconds, now=time.time(),
+        )
+        return self._claimed(task, query, status)
+
+    def _claimed(self, task: Record | None, query: dict[str, Any], status: str) -> Record | None:
+        """A task a claim returned, once it is known not to be expired out (see :meth:`claim`)."""
+        while task is not None and self._fail_if_expired_out(task):
             task = self.pool.claim(
                 status=status, query=query, owner=self.owner, token=new_token(),
                 lease_seconds=self.lease_seconds, now=time.time(),
             )
-            if task is None:
-                return None
-            if not self._fail_if_expired_out(task):
-                break
-        self._fire(plugins.hook().taskloom_task_claimed, task=task)
+        if task is not None:
+            self._fire(self._hooks.taskloom_task_claimed, task=task)
         return task
 
     @contextmanager
@@ -271,12 +279,50 @@ class Attempts:
         without one (``{"_id": id}`` or a bare id) is an unguarded, administrative update.
         The record is read back only when a ``taskloom_task_finished`` hook observes it.
         """
-        finished = plugins.hook().taskloom_task_finished
-        record = self._end(task, {"status": status, "res": data, "error": None,
+        finished = self._hooks.taskloom_task_finished
+        # the plain string: a TaskStatus member would cost the store a conversion per task
+        record = self._end(task, {"status": str(status), "res": data, "error": None,
                                   "not_before": None}, status, "commit",
                            read_back=self._observed(finished))
         if record is not None:
             self._fire(finished, task=record, status=status)
+
+    def commit_and_claim(
+        self, task: Record, data: Any, status: str, query: dict[str, Any], claim_status: str
+    ) -> tuple[bool, Record | None]:
+        """:meth:`commit` a fetched task, then :meth:`claim` the next: ``(committed, next)``.
+
+        For a worker going straight on to its next task: the store may do both in one
+        transaction. A lost lease does not raise: ``committed`` is False and nothing was
+        written for that task (the claim still happens). When a ``taskloom_task_finished``
+        hook observes the committed record, the two steps are taken one after the other.
+        """
+        finished = self._hooks.taskloom_task_finished
+        if self._observed(finished):
+            try:
+                self.commit(task, data, status)
+            except LeaseLostError as exc:
+                log.warning("%s", exc)
+                return False, self.claim(query, claim_status)
+            return True, self.claim(query, claim_status)
+        token = task["lease"]["token"]
+        now = time.time()
+        committed = False
+        if not self._keeper.is_lost(token):
+            committed, claimed = self.pool.end_and_claim(
+                task["_id"], token, {"status": str(status), "res": data, "error": None,
+                                     "not_before": None}, _history(task, now, status),
+                status=claim_status, query=query, owner=self.owner, new_token=new_token(),
+                lease_seconds=self.lease_seconds, now=now,
+            )
+        else:
+            claimed = self.pool.claim(
+                status=claim_status, query=query, owner=self.owner, token=new_token(),
+                lease_seconds=self.lease_seconds, now=now,
+            )
+        if not committed:
+            log.warning("%s", self._lost(task, "commit"))
+        return committed, self._claimed(claimed, query, claim_status)
 
     def give_back(self, task: Mapping[str, Any] | str, status: str) -> None:
         """Put a task back in ``status``, claimable at once, uncounted (history: returned).
@@ -309,7 +355,7 @@ class Attempts:
             record = self.pool.finish(task["_id"], token, {"status": FAILED, "error": error,
                                                            "not_before": None}, entry, now)
             if record is not None:
-                self._fire(plugins.hook().taskloom_task_failed, task=record,
+                self._fire(self._hooks.taskloom_task_failed, task=record,
                            error=error)
                 return Outcome.FAILED
         else:
@@ -318,7 +364,7 @@ class Attempts:
                        "not_before": now + delay if delay else None}
             record = self.pool.finish(task["_id"], token, changes, entry, now)
             if record is not None:
-                self._fire(plugins.hook().taskloom_task_retried, task=record,
+                self._fire(self._hooks.taskloom_task_retried, task=record,
                            error=error, delay=delay)
                 return Outcome.RETRIED
         log.warning("task %s: lease lost before its error could be recorded", task["_id"])
@@ -391,7 +437,7 @@ class Attempts:
             None, now,
         )
         if record is not None:
-            self._fire(plugins.hook().taskloom_task_failed, task=record,
+            self._fire(self._hooks.taskloom_task_failed, task=record,
                        error=error)
         return True
 

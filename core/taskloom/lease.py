@@ -59,9 +59,12 @@ class LeaseKeeper:
                 self._thread.start()
 
     def is_lost(self, token: str) -> bool:
-        """Whether a renewal of ``token`` was rejected by the store."""
-        with self._lock:
-            return token in self._lost
+        """Whether a renewal of ``token`` was rejected by the store.
+
+        One set lookup, atomic on its own: the lock would only order it against a renewal
+        running at this very moment, which the store's fence decides anyway.
+        """
+        return token in self._lost
 
     def release(self, token: str) -> bool:
         """Stop renewing ``token``; returns True if the lease was lost while held."""

@@ -69,6 +69,8 @@ def _query(query: Mapping[str, Any] | None) -> dict[str, Any]:
     """A private copy of a caller's query (qlib mutated the caller's dict)."""
     if query is None:
         return {}
+    if type(query) is dict:  # the usual case, without the ABC check (a worker's every claim)
+        return dict(query)
     if not isinstance(query, Mapping):
         raise TypeError(f"a query is a dict, not {type(query).__name__}")
     return dict(query)
@@ -410,6 +412,49 @@ class TaskManager:
         task = self.fetch_task(query, before_status)
         if task is None:
             return None
+        return self._run(task, task_func, mode, before_status, after_status, kwargs,
+                         force_release, initializer, initargs)[0]
+
+    def run_fetched(
+        self,
+        task: Record,
+        task_func: Callable[..., Any],
+        query: Mapping[str, Any] | None = None,
+        *,
+        before_status: str = WAITING,
+        after_status: str = DONE,
+        on_error: str = OnError.RAISE,
+        claim_next: bool = True,
+    ) -> tuple[str, Record | None]:
+        """:meth:`run_one` on a task :meth:`fetch_task` returned, then fetch the next one.
+
+        What a worker loop does: when the task function succeeded, its commit and the claim
+        of the next task matching ``query`` are one step, which the store may take in one
+        transaction (the SQLite store does). Returns the outcome, as :meth:`run_one` does,
+        and the next task: None when nothing is claimable, after a failed attempt (fetch it
+        then as usual) and without ``claim_next``. Other arguments as for :meth:`run_one`.
+        """
+        mode = check_run_args(before_status, after_status, on_error, False, None)
+        return self._run(task, task_func, mode, before_status, after_status, None, False,
+                         None, (), _query(query) if claim_next else None)
+
+    def _run(
+        self,
+        task: Record,
+        task_func: Callable[..., Any],
+        mode: OnError,
+        before_status: str,
+        after_status: str,
+        kwargs: Mapping[str, Any] | None,
+        force_release: bool,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+        claim_next: dict[str, Any] | None = None,
+    ) -> tuple[str, Record | None]:
+        """Run a fetched task and commit it; with ``claim_next`` (a query), fetch the next.
+
+        Returns the outcome and the next task (None without ``claim_next``).
+        """
         param = task[RUNNABLE[before_status]]
         log.debug("running task %s (attempt %s): %s", task["_id"], task["attempt"], param)
         data = None
@@ -420,13 +465,18 @@ class TaskManager:
         if held.outcome is not None:
             log.warning("task %s raised %s: %s (%s)", task["_id"], held.error["type"],
                         held.error["message"], held.outcome)
-            return held.outcome
+            return held.outcome, None
+        if claim_next is not None:
+            committed, following = self.attempts.commit_and_claim(
+                task, data, after_status, claim_next, before_status)
+            return (after_status if committed else Outcome.LEASE_LOST,
+                    None if following is None else _typed(following))
         try:
             self.attempts.commit(task, data, after_status)
         except LeaseLostError as exc:
             log.warning("%s", exc)
-            return Outcome.LEASE_LOST
-        return after_status
+            return Outcome.LEASE_LOST, None
+        return after_status, None
 
     # ----------------------------------------------------------------------------------------
     # Reading

@@ -8,8 +8,9 @@ a corrupt record is skipped and reported) and then call a handful of abstract pr
 (``_insert``, ``_claim``, ``_heartbeat``, ``_finish``, ``_update``, ``_delete``, ``_counts``,
 ``_find``, ``_get``, ``_ids_for_keys``; ``_has_pool``, ``_create_pool``, ``_open_pool``,
 ``_list_pools``, ``_drop_pool``) that receive checked input. A backend implements only the
-primitives, in the spirit of huey's ``BaseStorage``; ``_end`` is an optional one, with a
-default built on ``_finish``. The contract stays small and atomic:
+primitives, in the spirit of huey's ``BaseStorage``; ``_end`` and ``_end_and_claim`` are
+optional ones, with defaults built on ``_finish`` and ``_claim``. The contract stays small
+and atomic:
 
 * insert-if-absent by task key, a whole batch atomically;
 * claim one task (highest priority first, FIFO within a priority, only tasks whose
@@ -105,6 +106,19 @@ def _check_count(field: str, value: Any) -> int:
     return value
 
 
+def _claim_input(
+    status: Any, query: Any, owner: Any, token: Any, lease_seconds: Any, now: Any
+) -> tuple[str, And, dict[str, Any]]:
+    """The checked status, query tree and new lease of :meth:`Pool.claim`."""
+    status = _check_text("status", status)
+    node = normalize(query)
+    now = _check_number("now", now)
+    lease = {"owner": _check_text("owner", owner), "token": _check_text("token", token),
+             "until": now + _check_number("lease_seconds", lease_seconds, positive=True),
+             "started": now, "from_status": status}
+    return status, node, lease
+
+
 def _finish_input(
     changes: dict[str, Any], history: dict[str, Any] | None, now: float
 ) -> tuple[dict[str, Any], Any]:
@@ -193,17 +207,17 @@ class Pool(ABC):
         type ``CorruptRecord`` naming the row and the field, logged, and the claim goes on
         to the next candidate.
         """
-        status = _check_text("status", status)
-        node = normalize(query)
-        now = _check_number("now", now)
-        lease = {"owner": _check_text("owner", owner), "token": _check_text("token", token),
-                 "until": now + _check_number("lease_seconds", lease_seconds, positive=True),
-                 "started": now, "from_status": status}
-        while True:
+        status, node, lease = _claim_input(status, query, owner, token, lease_seconds, now)
+        return self._readable_claim(self._claim(status, node, lease, now), status, node, lease,
+                                    now)
+
+    def _readable_claim(self, got: Record | CorruptRecord | None, status: str, node: And,
+                        lease: dict[str, Any], now: float) -> Record | None:
+        """A claim's result; a corrupt task is marked failed and the claim goes on."""
+        while isinstance(got, CorruptRecord):
+            self._fail_corrupt(got, lease["token"], now)
             got = self._claim(status, node, lease, now)
-            if not isinstance(got, CorruptRecord):
-                return got
-            self._fail_corrupt(got, token, now)
+        return got
 
     def _fail_corrupt(self, bad: CorruptRecord, token: str, now: float) -> None:
         """Mark a task that a claim found unreadable ``failed``, fenced by the claim's token."""
@@ -277,6 +291,36 @@ class Pool(ABC):
         if not isinstance(task_id, str):
             return False
         return self._end(task_id, token, sets, entry)
+
+    def end_and_claim(
+        self,
+        task_id: str,
+        token: str,
+        changes: dict[str, Any],
+        history: dict[str, Any] | None,
+        *,
+        status: str,
+        query: dict[str, Any],
+        owner: str,
+        new_token: str,
+        lease_seconds: float,
+        now: float,
+    ) -> tuple[bool, Record | None]:
+        """:meth:`end` one attempt, then :meth:`claim` the next task: ``(ended, claimed)``.
+
+        For a worker that goes straight on to its next task. The same checks and the same
+        effects as the two calls (the claim happens whether or not ``token`` held the lease;
+        ``new_token`` is the new lease's), but a backend may do both in one transaction: the
+        SQLite store then takes its lock and commits once instead of twice.
+        """
+        token = _check_text("token", token)
+        sets, entry = _finish_input(changes, history, now)
+        status, node, lease = _claim_input(status, query, owner, new_token, lease_seconds, now)
+        if not isinstance(task_id, str):
+            return False, self._readable_claim(self._claim(status, node, lease, now), status,
+                                               node, lease, now)
+        ended, got = self._end_and_claim(task_id, token, sets, entry, status, node, lease, now)
+        return ended, self._readable_claim(got, status, node, lease, now)
 
     def counts(self, query: dict[str, Any]) -> dict[str, int]:
         """``{status: n}`` over matching tasks, by indexed aggregation (no payload decoding)."""
@@ -388,6 +432,14 @@ class Pool(ABC):
         returning the row overrides it.
         """
         return self._finish(task_id, token, sets, append) is not None
+
+    def _end_and_claim(
+        self, task_id: str, token: str, sets: dict[str, Any], append: Any, status: str,
+        query: And, lease: dict[str, Any], now: float,
+    ) -> tuple[bool, Record | CorruptRecord | None]:
+        """:meth:`_end`, then :meth:`_claim`; optional, a backend may do both in one transaction."""
+        return (self._end(task_id, token, sets, append),
+                self._claim(status, query, lease, now))
 
     @abstractmethod
     def _update(self, query: And, sets: dict[str, Any]) -> int:

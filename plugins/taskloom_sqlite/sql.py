@@ -93,6 +93,22 @@ def where(node: Node) -> tuple[str, list[Any]]:
     return _node(node, params), params
 
 
+def nesting(node: Node) -> int:
+    """How many ``$and``/``$or`` levels a normalised query nests, as its user wrote them.
+
+    The tree alternates a query dict (an :class:`And`) and, below it, an operator (an
+    ``And`` for ``$and``, an ``Or`` for ``$or``) holding query dicts again, so each operator
+    level is two levels of the tree: the count :data:`taskloom.query.MAX_DEPTH` limits.
+    """
+    return (_tree_depth(node) - 1) // 2
+
+
+def _tree_depth(node: Node) -> int:
+    if isinstance(node, Cond):
+        return 0
+    return 1 + max((_tree_depth(part) for part in node.parts), default=0)
+
+
 def _node(node: Node, params: list[Any]) -> str:
     if isinstance(node, Cond):
         return _cond(node, params)

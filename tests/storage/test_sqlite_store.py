@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from taskloom import get_storage, task_key
-from taskloom.errors import StorageError
+from taskloom.errors import QueryError, StorageError
 from taskloom.storage import Store
 from taskloom_sqlite.sql import SCHEMA
 
@@ -168,3 +168,36 @@ def test_a_worker_goes_past_a_corrupt_row_and_leaves_it_failed(tmp_path: Path) -
     assert tm.task_stat() == {"done": 2, "failed": 1}
     assert sorted(task["res"] for task in tm.query({"status": "done"})) == [10, 20]
     assert [task["_id"] for task in tm.query({"status": "done"})] == good
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    """``{"name": "a"}`` inside ``levels`` of ``$and``/``$or`` (alternating) that keep its matches.
+
+    Each ``$and`` adds a condition every task meets, each ``$or`` one that no task meets.
+    """
+    query: dict[str, Any] = {"name": "a"}
+    for level in range(levels):
+        if level % 2:
+            query = {"$or": [query, {"name": f"none-{level}"}]}
+        else:
+            query = {"$and": [query, {"name": {"$ne": f"none-{level}"}}]}
+    return query
+
+
+def test_a_query_too_deep_for_sqlite_is_a_query_error_naming_its_depth(tmp_path: Path) -> None:
+    # normalize accepts up to MAX_DEPTH levels, but SQLite's parser gives up earlier on the
+    # parentheses they become; the user learns how deep the query is and what to do
+    store = get_storage(f"sqlite:///{tmp_path}/deep.db")
+    _insert(store, "a", "b")
+    pool = store.pool("p")
+    assert pool.counts(_nested(20)) == {"waiting": 1}  # a deep but parsable query still works
+    deep = _nested(60)
+    for call in (lambda: pool.counts(deep), lambda: list(pool.find(deep)),
+                 lambda: pool.update_many(deep, {"priority": 1}, T0),
+                 lambda: pool.delete_many(deep),
+                 lambda: pool.claim(status="waiting", query=deep, owner="o", token="t",
+                                    lease_seconds=60, now=T0)):
+        with pytest.raises(QueryError, match=r"nests \$and/\$or 60 levels deep.*"
+                                             r"parser stack overflow.*merge nested"):
+            call()
+    assert pool.counts({}) == {"waiting": 2}  # nothing was changed or claimed
