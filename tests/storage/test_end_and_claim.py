@@ -1,5 +1,7 @@
-"""``Pool.end_and_claim`` (one attempt's end and the next claim as one step) and the worker loop
-that uses it, on the memory store (the primitives' default) and on SQLite (one transaction)."""
+"""``Pool.end_and_claim`` (one attempt's end and the next claim as one step): its input checks
+and the worker loop that uses it, on the memory store (the primitives' default) and on SQLite
+(one transaction). What every backend must do with it is in the contract suite
+(``taskloom.testing.backend``)."""
 
 from __future__ import annotations
 
@@ -43,42 +45,6 @@ def _end_and_claim(pool: Pool, task_id: str, token: str, **claim: Any) -> Any:
                             "new_token": "t2", "lease_seconds": 60, "now": T0 + 1, **claim}
     return pool.end_and_claim(task_id, token, {"status": "done", "res": {"r": 1}},
                               {"attempt": 1, "outcome": "done"}, **args)
-
-
-def test_it_ends_the_held_attempt_and_claims_the_next_task(pool: Pool) -> None:
-    ids = _insert(pool, "a", "b", "c")
-    first = _claim(pool, "t1")
-    ended, following = _end_and_claim(pool, first["_id"], "t1")
-    assert ended is True
-    assert following["_id"] == ids[1]
-    assert following["def"] == {"name": "b"}
-    assert (following["status"], following["attempt"]) == ("running", 1)
-    assert following["lease"] == {"owner": "w1", "token": "t2", "until": T0 + 61,
-                                  "started": T0 + 1, "from_status": "waiting"}
-    done = pool.get(first["_id"])
-    assert done is not None
-    assert (done["status"], done["res"], done["lease"]) == ("done", {"r": 1}, None)
-    assert done["attempts"] == [{"attempt": 1, "outcome": "done"}]
-    assert done["updated_at"] == T0 + 1
-    assert pool.counts({}) == {"done": 1, "running": 1, "waiting": 1}
-
-
-def test_a_lost_lease_writes_nothing_but_the_next_task_is_claimed(pool: Pool) -> None:
-    ids = _insert(pool, "a", "b")
-    first = _claim(pool, "t1")
-    ended, following = _end_and_claim(pool, first["_id"], "not-the-token")
-    assert ended is False
-    assert following["_id"] == ids[1]
-    held = pool.get(first["_id"])
-    assert held is not None
-    assert (held["status"], held["lease"]["token"], held["attempts"]) == ("running", "t1", [])
-
-
-def test_the_claim_keeps_to_its_query_and_may_find_nothing(pool: Pool) -> None:
-    _insert(pool, "a", "b")
-    first = _claim(pool, "t1")
-    assert _end_and_claim(pool, first["_id"], "t1", query={"name": "z"}) == (True, None)
-    assert pool.counts({}) == {"done": 1, "waiting": 1}
 
 
 @pytest.mark.parametrize(("bad", "message"), [

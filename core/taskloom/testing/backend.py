@@ -483,6 +483,49 @@ class BackendContract:
             pool.end(b, "tb", {"lease": None}, None, T0)
 
 
+    def test_end_and_claim_ends_the_held_attempt_and_claims_the_next_task(
+        self, pool: Pool
+    ) -> None:
+        ids = named(pool, "a", "b", "c")
+        claim(pool, T0, token="t1")
+        entry = {"attempt": 1, "outcome": "done"}
+        ended, following = pool.end_and_claim(
+            ids["a"], "t1", {"status": "done", "res": {"r": 1}}, entry, status="waiting",
+            query={}, owner="w1", new_token="t2", lease_seconds=60, now=T0 + 1)
+        assert ended is True
+        assert following is not None and following["_id"] == ids["b"]
+        assert (following["status"], following["attempt"]) == ("running", 1)
+        assert following["lease"] == {"owner": "w1", "token": "t2", "until": T0 + 61,
+                                      "started": T0 + 1, "from_status": "waiting"}
+        done = pool.get(ids["a"])
+        assert (done["status"], done["res"], done["lease"]) == ("done", {"r": 1}, None)
+        assert done["attempts"] == [entry] and done["updated_at"] == T0 + 1
+        assert pool.counts({}) == {"done": 1, "running": 1, "waiting": 1}
+
+
+    def test_end_and_claim_with_a_lost_lease_ends_nothing_but_still_claims(
+        self, pool: Pool
+    ) -> None:
+        ids = named(pool, "a", "b")
+        claim(pool, T0, token="t1")
+        ended, following = pool.end_and_claim(
+            ids["a"], "stale", {"status": "done"}, None, status="waiting", query={},
+            owner="w1", new_token="t2", lease_seconds=60, now=T0 + 1)
+        assert ended is False
+        assert following is not None and following["_id"] == ids["b"]
+        held = pool.get(ids["a"])
+        assert (held["status"], held["lease"]["token"], held["attempts"]) == ("running", "t1", [])
+
+
+    def test_end_and_claim_keeps_to_its_query_and_may_claim_nothing(self, pool: Pool) -> None:
+        ids = named(pool, "a", "b")
+        claim(pool, T0, token="t1")
+        assert pool.end_and_claim(
+            ids["a"], "t1", {"status": "done"}, None, status="waiting", query={"name": "z"},
+            owner="w1", new_token="t2", lease_seconds=60, now=T0 + 1) == (True, None)
+        assert pool.counts({}) == {"done": 1, "waiting": 1}
+
+
     # --------------------------------------------------------------------------------------------
     # counts, find, get
     # --------------------------------------------------------------------------------------------
