@@ -103,7 +103,7 @@ def read_parquet(path: str | Path) -> pd.DataFrame | pd.Series:
     """A parquet artifact back: the Series it stores by the convention, else the DataFrame.
 
     The frame is what ``pd.read_parquet`` gives (pyarrow's pandas conversion, ``attrs``
-    included), for about a third of its cost on the small files a run holds: the file is read
+    included), for about half its cost on the small files a run holds: the file is read
     whole into memory (usually less than the table it decodes to) and parsed there by
     ``pyarrow.parquet.ParquetFile``, skipping the dataset and file-system layers of
     ``pd.read_parquet``. pyarrow's own thread pool is not used: one file is small, and the
