@@ -12,8 +12,12 @@ runs shaped like the recorder's: its tags (task key, pool, model, test window), 
 * naive: what a qlib-style collector does on MLflow. Search every run of the experiment
   without a filter, keep the FINISHED ones in Python, ``download_artifacts`` each prediction
   into a temporary folder and read it.
-* collector: ``RecorderCollector(experiment).collect()``: the status filter runs in the store,
-  runs come page by page, each parquet file is read where it lies, in parallel threads.
+* collector: ``RecorderCollector(experiment, tracking_uri=...)()``, built and called as a user
+  does, each time: the status filter runs in the store, runs come page by page, each parquet
+  file is read where it lies, in parallel threads.
+
+Both sides read the parquet files with the same reader (``taskloom_recorder.artifacts
+.read_parquet``), so the ratio measures finding and fetching the runs' files, not the reader.
 
 The goal is a ratio of at least 10. Collection is what a user waits on after every study, and
 the naive path pays an extra ``get_run`` plus a file copy per run (peers_and_pains §C3:
@@ -22,7 +26,8 @@ the ``--growth`` sizes (runs are added to the same store, so it is built once): 
 one indexed query per 1,000 runs and loading is parallel, so the time should grow about
 linearly with the runs and stay far below the naive cost per run. Times are the median of
 ``--repeat`` collections after one warm-up (the operating system's file cache is warm for both
-sides, as it is when a user collects a study just recorded).
+sides, as it is when a user collects a study just recorded). The machine's load average is
+printed before and after: other processes on the same cores slow both sides.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -111,6 +117,11 @@ def timed(func: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
+def load_average() -> str:
+    """The machine's 1-minute load average, as printed with the timings."""
+    return f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=500, help="runs for the naive comparison")
@@ -129,16 +140,16 @@ def main() -> None:
         client = MlflowClient(tracking_uri=uri)
         experiment_id = client.create_experiment(EXPERIMENT,
                                                  artifact_location=str(Path(tmp) / "mlruns"))
-        collector = RecorderCollector(EXPERIMENT, tracking_uri=uri)
         print(f"MLflow sqlite store; one prediction Series of {PRED_ROWS:,} rows per run; "
-              f"median of {args.repeat} after a warm-up")
+              f"median of {args.repeat} after a warm-up; {load_average()}")
         growth, made = [], 0
         for size in sizes:
             started = time.perf_counter()
             add_runs(client, experiment_id, made, size - made)
             print(f"  recorded {size - made} runs in {time.perf_counter() - started:.1f} s")
             made = size
-            seconds, ours = timed(collector.collect, args.repeat)
+            seconds, ours = timed(lambda: RecorderCollector(EXPERIMENT, tracking_uri=uri)(),
+                                  args.repeat)
             assert len(ours["pred"]) == size, (len(ours["pred"]), size)
             growth.append((size, seconds))
             if size == args.runs:
@@ -152,6 +163,7 @@ def main() -> None:
         print(f"{'runs':>8}{'collector s':>14}{'ms/run':>10}")
         for size, seconds in growth:
             print(f"{size:>8}{seconds:>14.3f}{seconds / size * 1000:>10.2f}")
+        print(f"at the end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -129,7 +129,9 @@ def local_artifact_dir(artifact_uri: str) -> Path | None:
 
         return Path(url2pathname(parsed.path))
     if parsed.scheme == "" or (len(parsed.scheme) == 1 and artifact_uri[1:2] == ":"):
-        return Path(artifact_uri).resolve()  # a bare path (a Windows drive parses as a scheme)
+        # a bare path (a Windows drive parses as a scheme); absolute() asks the file system
+        # nothing, where resolve() would look up every folder of every run's path
+        return Path(artifact_uri).absolute()
     return None
 
 
