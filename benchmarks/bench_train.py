@@ -17,8 +17,8 @@ trained twice, by the same code, :func:`taskloom.train_values`:
 Both start from a cold panel cache and the same process, so the difference is the pool,
 the recording and the collection. The goal: under 15% of the plain loop. The taskloom side
 is split into its two phases (training through the pool with recording and tagging, then
-collection). Then the MLflow writes of its runs are replayed with bare client calls into a
-fresh store (``create_run`` with the same tags, one ``log_batch``, the files, ``set_terminated``):
+collection). Then the tracking-store writes of its runs are replayed with bare client calls
+into a fresh store (``create_run`` with the same tags, one ``log_batch``, ``set_terminated``):
 the least that recording one MLflow run per window costs, whoever does it. The overhead is
 printed as that part and the rest, which is taskloom's own. ``--profile`` prints where the
 taskloom side's time goes (cProfile, top functions by cumulative time).
@@ -99,16 +99,16 @@ def with_taskloom(tasks: list[dict[str, Any]], directory: Path
 
 
 def mlflow_alone(directory: Path, replayed: Path) -> float:
-    """The MLflow writes of the taskloom side's runs, replayed with bare client calls; seconds.
+    """The tracking-store writes of the taskloom side's runs, replayed with bare client calls.
 
     Each FINISHED run of ``replayed``'s store is written again into a fresh store in
     ``directory``: ``create_run`` with the same tags, one ``log_batch`` with the same params
-    and metrics, its artifact files copied in, ``set_terminated``. That is the least any code
-    recording one MLflow run per window pays, so the part of the overhead above it is
-    taskloom's own (pool, tags and params made from the task, files, collection).
+    and metrics, ``set_terminated``; seconds. That is the least any code recording one MLflow
+    run per window pays on top of writing its files (which the plain loop writes too), so the
+    part of the overhead above it is taskloom's own (pool, tags and params made from the task,
+    ``task.json``, collection).
     """
     from mlflow.entities import Metric, Param
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
     from mlflow.tracking import MlflowClient
     from taskloom_recorder import tracking
 
@@ -126,8 +126,6 @@ def mlflow_alone(directory: Path, replayed: Path) -> float:
         client.log_batch(made.info.run_id,
                          params=[Param(k, v) for k, v in run.data.params.items()],
                          metrics=[Metric(k, v, 0, 0) for k, v in run.data.metrics.items()])
-        local = run.info.artifact_uri.removeprefix("file://")
-        get_artifact_repository(made.info.artifact_uri).log_artifacts(local)
         client.set_terminated(made.info.run_id)
     return time.perf_counter() - start
 
@@ -165,7 +163,7 @@ def main() -> None:
         print(f"overhead: {total - plain:.2f} s = {overhead:.1%} of the plain loop "
               f"({(total - plain) / len(tasks) * 1000:.1f} ms per window; goal < 15%)")
         own = total - plain - floor
-        print(f"  MLflow alone (the same runs written with bare client calls): {floor:.2f} s = "
+        print(f"  MLflow alone (the same runs' store writes, bare client calls): {floor:.2f} s = "
               f"{floor / plain:.1%} ({floor / len(tasks) * 1000:.1f} ms per window)")
         print(f"  taskloom's own (the rest): {own:.2f} s = {own / plain:.1%} "
               f"({own / len(tasks) * 1000:.1f} ms per window)")

@@ -1,10 +1,11 @@
 """The MLflow recorder: each call of a handler becomes one MLflow run, its result a reference.
 
 A run is made in as few tracking-store transactions as MLflow allows: ``create_run`` with every
-tag; at the end one ``log_batch`` with the params and metrics, the artifacts copied in one go,
-and ``set_terminated``. Every store call is retried while SQLite is locked
-(:mod:`taskloom_recorder.retry`). ``docs/recording.md`` has the whole story: tags, params,
-artifacts, the result reference, orphaned and failed runs.
+tag; at the end one ``log_batch`` with the params and metrics, the artifacts (written straight
+into a new run's folder on a local store, else copied in one go), and ``set_terminated``.
+Every store call is retried while SQLite is locked (:mod:`taskloom_recorder.retry`).
+``docs/recording.md`` has the whole story: tags, params, artifacts, the result reference,
+orphaned and failed runs.
 
 MLflow is imported inside the methods: the plugin's ``__init__`` imports this module, and
 listing plugins or running ``taskloom --help`` must not pay seconds for it.
@@ -16,7 +17,8 @@ import logging
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +29,7 @@ from taskloom.train import TASK_ID_TAG
 
 from taskloom_recorder import tracking
 from taskloom_recorder.artifacts import write_result, write_task
-from taskloom_recorder.loaders import load_task
+from taskloom_recorder.loaders import load_task, local_artifact_dir
 from taskloom_recorder.params import batches, fit, flatten, limits
 from taskloom_recorder.retry import retrying
 
@@ -244,21 +246,22 @@ class MlflowRecorder:
         from mlflow.entities import RunStatus
 
         task = current_task()
-        with tempfile.TemporaryDirectory(prefix="taskloom-run-") as tmp:
-            directory = Path(tmp)
+        in_place = None if earlier is not None else local_artifact_dir(run.info.artifact_uri)
+        with _files_folder(in_place) as directory:
+            copy = in_place is None
             try:
                 write_task(param, directory)
                 metrics = fit(write_result(handler(param, **kwargs), directory),
                               limits().key_length, None)
                 if task is not None and task.may_be_reclaimed():
                     self._check_still_running(run, task)
-                self._end(run, params, metrics, directory, RunStatus.FINISHED, end_tags)
+                self._end(run, params, metrics, directory, copy, RunStatus.FINISHED, end_tags)
             except RunKilledError:
                 raise
             except BaseException as exc:
                 (directory / ERROR_ARTIFACT).write_text(traceback.format_exc())
                 status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.KILLED
-                self._end_quietly(run, params, {}, directory, status)
+                self._end_quietly(run, params, directory, copy, status)
                 raise
             artifacts = {path.name for path in directory.iterdir()}
         if earlier is not None:
@@ -267,8 +270,9 @@ class MlflowRecorder:
         return self._reference(run, experiment_id, sorted(artifacts), metrics, listed_tags)
 
     def _end(self, run: Run, params: dict[str, str], metrics: dict[str, float],
-             directory: Path, status: int, tags: dict[str, str] | None = None) -> None:
-        """Log params, metrics, tags and the directory's files, then end the run with ``status``."""
+             directory: Path, copy: bool, status: int,
+             tags: dict[str, str] | None = None) -> None:
+        """Log params, metrics, tags and (if ``copy``) the directory's files; end the run."""
         from mlflow.entities import Metric, Param, RunStatus, RunTag
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -279,15 +283,15 @@ class MlflowRecorder:
                      metrics=[Metric(k, v, now, 0) for k, v in batch.metrics.items()],
                      params=[Param(k, v) for k, v in batch.params.items()],
                      tags=[RunTag(k, v) for k, v in batch.tags.items()])
-        if any(directory.iterdir()):
+        if copy and any(directory.iterdir()):
             get_artifact_repository(run.info.artifact_uri).log_artifacts(str(directory))
         retrying(self.client.set_terminated, run_id, RunStatus.to_string(status))
 
-    def _end_quietly(self, run: Run, params: dict[str, str], metrics: dict[str, float],
-                     directory: Path, status: int) -> None:
+    def _end_quietly(self, run: Run, params: dict[str, str], directory: Path, copy: bool,
+                     status: int) -> None:
         """:meth:`_end` for a run whose handler raised: a failure here must not hide that error."""
         try:
-            self._end(run, params, metrics, directory, status)
+            self._end(run, params, {}, directory, copy, status)
         except Exception:
             log.exception("run %s: could not record its failure", run.info.run_id)
 
@@ -383,6 +387,18 @@ def run_tags(task_def: Any, task: RunningTask | None) -> dict[str, str]:
     else:
         tags[f"{TAG_PREFIX}key"] = task_key(task_def)
     return tags
+
+
+@contextmanager
+def _files_folder(in_place: Path | None) -> Iterator[Path]:
+    """Where a run's files are written: ``in_place`` (a new run's own local artifact folder,
+    so nothing is copied), else a temporary folder the run end copies into the store."""
+    if in_place is not None:
+        in_place.mkdir(parents=True, exist_ok=True)
+        yield in_place
+        return
+    with tempfile.TemporaryDirectory(prefix="taskloom-run-") as tmp:
+        yield Path(tmp)
 
 
 def caller_tags(tags: Mapping[str, str]) -> dict[str, str]:
