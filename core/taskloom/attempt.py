@@ -280,9 +280,7 @@ class Attempts:
         The record is read back only when a ``taskloom_task_finished`` hook observes it.
         """
         finished = self._hooks.taskloom_task_finished
-        # the plain string: a TaskStatus member would cost the store a conversion per task
-        record = self._end(task, {"status": str(status), "res": data, "error": None,
-                                  "not_before": None}, status, "commit",
+        record = self._end(task, _commit_changes(data, status), status, "commit",
                            read_back=self._observed(finished))
         if record is not None:
             self._fire(finished, task=record, status=status)
@@ -295,31 +293,23 @@ class Attempts:
         For a worker going straight on to its next task: the store may do both in one
         transaction. A lost lease does not raise: ``committed`` is False and nothing was
         written for that task (the claim still happens). When a ``taskloom_task_finished``
-        hook observes the committed record, the two steps are taken one after the other.
+        hook observes the committed record, or the lease is already known lost, the two
+        steps are taken one after the other.
         """
-        finished = self._hooks.taskloom_task_finished
-        if self._observed(finished):
+        token = task["lease"]["token"]
+        if self._observed(self._hooks.taskloom_task_finished) or self._keeper.is_lost(token):
             try:
                 self.commit(task, data, status)
             except LeaseLostError as exc:
                 log.warning("%s", exc)
                 return False, self.claim(query, claim_status)
             return True, self.claim(query, claim_status)
-        token = task["lease"]["token"]
         now = time.time()
-        committed = False
-        if not self._keeper.is_lost(token):
-            committed, claimed = self.pool.end_and_claim(
-                task["_id"], token, {"status": str(status), "res": data, "error": None,
-                                     "not_before": None}, _history(task, now, status),
-                status=claim_status, query=query, owner=self.owner, new_token=new_token(),
-                lease_seconds=self.lease_seconds, now=now,
-            )
-        else:
-            claimed = self.pool.claim(
-                status=claim_status, query=query, owner=self.owner, token=new_token(),
-                lease_seconds=self.lease_seconds, now=now,
-            )
+        committed, claimed = self.pool.end_and_claim(
+            task["_id"], token, _commit_changes(data, status), _history(task, now, status),
+            status=claim_status, query=query, owner=self.owner, new_token=new_token(),
+            lease_seconds=self.lease_seconds, now=now,
+        )
         if not committed:
             log.warning("%s", self._lost(task, "commit"))
         return committed, self._claimed(claimed, query, claim_status)
@@ -514,6 +504,15 @@ class Attempts:
             f"{lease.get('owner', '?')} was lost (it expired and the task was reclaimed, or an "
             f"administrator reset it); this {action} was rejected and nothing changed"
         )
+
+
+def _commit_changes(data: Any, status: str) -> dict[str, Any]:
+    """What a commit writes: the result and status, no error, no backoff.
+
+    The status as a plain string: a ``TaskStatus`` member would cost the store a conversion
+    per task.
+    """
+    return {"status": str(status), "res": data, "error": None, "not_before": None}
 
 
 def _history(task: Mapping[str, Any], now: float, outcome: str, **extra: Any) -> dict[str, Any]:

@@ -69,9 +69,8 @@ def _query(query: Mapping[str, Any] | None) -> dict[str, Any]:
     """A private copy of a caller's query (qlib mutated the caller's dict)."""
     if query is None:
         return {}
-    if type(query) is dict:  # the usual case, without the ABC check (a worker's every claim)
-        return dict(query)
-    if not isinstance(query, Mapping):
+    # a plain dict, the usual case, skips the ABC check (a worker's every claim)
+    if type(query) is not dict and not isinstance(query, Mapping):
         raise TypeError(f"a query is a dict, not {type(query).__name__}")
     return dict(query)
 
