@@ -1,9 +1,10 @@
 """The MLflow recorder: each call of a handler becomes one MLflow run, its result a reference.
 
-A run is made in as few tracking-store transactions as MLflow allows: ``create_run`` with every
-tag; at the end one ``log_batch`` with the params and metrics, the artifacts (written straight
-into a new run's folder on a local store, else copied in one go), and ``set_terminated``.
-Every store call is retried while SQLite is locked (:mod:`taskloom_recorder.retry`).
+A run is made in two writes (:mod:`taskloom_recorder.runs`): created RUNNING with every tag,
+then, once its files are written (straight into a new run's folder on a local store, else
+copied in one go), ended with its params and metrics. On MLflow's SQLite store each write is
+one short SQL transaction; elsewhere it goes through MLflow's client. Every store call is
+retried while SQLite is locked (:mod:`taskloom_recorder.retry`).
 ``docs/recording.md`` has the whole story: tags, params, artifacts, the result reference,
 orphaned and failed runs.
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,8 +30,9 @@ from taskloom.train import TASK_ID_TAG
 from taskloom_recorder import tracking
 from taskloom_recorder.artifacts import write_result, write_task
 from taskloom_recorder.loaders import load_task, local_artifact_dir
-from taskloom_recorder.params import batches, fit, flatten, limits
+from taskloom_recorder.params import fit, flatten, limits
 from taskloom_recorder.retry import retrying
+from taskloom_recorder.runs import ClientRuns, NewRun, RunWriter, writer
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -84,6 +85,10 @@ class MlflowRecorder:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_client": None}
 
+    def _writer(self) -> RunWriter:
+        """How this process writes new runs: :func:`taskloom_recorder.runs.writer`."""
+        return writer(self.tracking_uri)
+
     @property
     def client(self) -> MlflowClient:
         """The MLflow client on this recorder's tracking store, made on first use."""
@@ -99,11 +104,13 @@ class MlflowRecorder:
         """Create the experiment (and the tracking store) unless it exists.
 
         Race-safe: when another process creates it first, the one it made is read back.
-        Always asks the store, so a deleted experiment is reported here.
+        Always asks the store, so a deleted experiment is reported here, as is a bad
+        ``TASKLOOM_MLFLOW_WRITES``.
         """
         self._experiment_id = self._get_or_create()
         _EXPERIMENT_IDS[self.tracking_uri, self.experiment] = self._experiment_id
         tracking.use_wal(self.tracking_uri)
+        self._writer()
 
     def experiment_id(self) -> str:
         """The id of the experiment: resolved once per process, created if it does not exist."""
@@ -146,7 +153,8 @@ class MlflowRecorder:
         """``handler`` recorded: each call is one run and returns the run's JSON reference.
 
         ``run_name`` names the runs (default: ``pool/task_id#attempt`` in a pool, else
-        MLflow's random name); ``tags`` are set on each run besides the recorder's own.
+        ``task-`` and the start of the task key); ``tags`` are set on each run besides the
+        recorder's own.
         """
         return RecordedHandler(self, handler, run_name=run_name, tags=tags)
 
@@ -165,14 +173,15 @@ class MlflowRecorder:
         params = fit(flatten(param), limit.key_length, limit.param_length)
         all_tags = fit({**run_tags(param, task), **(tags or {})}, limit.key_length,
                        limit.tag_length)
-        run = self._create_run(experiment_id, all_tags, run_name or _run_name(task))
+        runs = self._writer()
+        run = self._create_run(runs, experiment_id, all_tags, run_name or _run_name(task, all_tags))
         if task is not None and task.attempt > 1:
             self.kill_orphans(experiment_id, task)
-        return self._run_handler(run, experiment_id, handler, param, kwargs, params,
+        return self._run_handler(runs, run, experiment_id, handler, param, kwargs, params,
                                  caller_tags(all_tags))
 
-    def _create_run(self, experiment_id: str, tags: dict[str, str],
-                    run_name: str | None) -> Run:
+    def _create_run(self, runs: RunWriter, experiment_id: str, tags: dict[str, str],
+                    run_name: str) -> NewRun:
         """A new RUNNING run; a deleted experiment is a :class:`RecordingError`.
 
         The experiment id is resolved once per process, so the experiment may have been
@@ -182,8 +191,7 @@ class MlflowRecorder:
         from mlflow.exceptions import MlflowException
 
         try:
-            return retrying(self.client.create_run, experiment_id, tags=tags,
-                            run_name=run_name)
+            return runs.create(experiment_id, tags, run_name)
         except MlflowException:
             _EXPERIMENT_IDS.pop((self.tracking_uri, self.experiment), None)
             self.prepare()
@@ -207,8 +215,9 @@ class MlflowRecorder:
         retrying(self.client.update_run, run_id, status="RUNNING")
         limit = limits()
         end_tags = fit(dict(tags or {}), limit.key_length, limit.tag_length)
-        return self._run_handler(run, experiment_id, handler, param, {}, {},
-                                 caller_tags(end_tags), end_tags,
+        return self._run_handler(ClientRuns(self.client),
+                                 NewRun(run_id, run.info.artifact_uri), experiment_id, handler,
+                                 param, {}, {}, caller_tags(end_tags), end_tags,
                                  earlier=(names, run.data.metrics))
 
     def _artifact_names(self, run_id: str) -> set[str]:
@@ -233,7 +242,8 @@ class MlflowRecorder:
             raise RecordingError(f"run {run_id} is deleted and cannot be resumed")
         return run
 
-    def _run_handler(self, run: Run, experiment_id: str, handler: Callable[..., Any],
+    def _run_handler(self, runs: RunWriter, run: NewRun, experiment_id: str,
+                     handler: Callable[..., Any],
                      param: Any, kwargs: Mapping[str, Any], params: dict[str, str],
                      listed_tags: dict[str, str], end_tags: dict[str, str] | None = None,
                      earlier: tuple[set[str], Mapping[str, float]] | None = None) -> dict:
@@ -243,10 +253,8 @@ class MlflowRecorder:
         lists. ``earlier`` are the artifact names and metrics a resumed run already holds,
         which its reference lists too.
         """
-        from mlflow.entities import RunStatus
-
         task = current_task()
-        in_place = None if earlier is not None else local_artifact_dir(run.info.artifact_uri)
+        in_place = None if earlier is not None else local_artifact_dir(run.artifact_uri)
         with _files_folder(in_place) as directory:
             copy = in_place is None
             try:
@@ -254,14 +262,14 @@ class MlflowRecorder:
                 metrics = fit(write_result(handler(param, **kwargs), directory),
                               limits().key_length, None)
                 if task is not None and task.may_be_reclaimed():
-                    self._check_still_running(run, task)
-                self._end(run, params, metrics, directory, copy, RunStatus.FINISHED, end_tags)
+                    self._check_still_running(runs, run, task)
+                self._end(runs, run, params, metrics, directory, copy, "FINISHED", end_tags)
             except RunKilledError:
                 raise
             except BaseException as exc:
                 (directory / ERROR_ARTIFACT).write_text(traceback.format_exc())
-                status = RunStatus.FAILED if isinstance(exc, Exception) else RunStatus.KILLED
-                self._end_quietly(run, params, directory, copy, status)
+                status = "FAILED" if isinstance(exc, Exception) else "KILLED"
+                self._end_quietly(runs, run, params, directory, copy, status)
                 raise
             artifacts = {path.name for path in directory.iterdir()}
         if earlier is not None:
@@ -269,38 +277,30 @@ class MlflowRecorder:
             metrics = {**earlier[1], **metrics}
         return self._reference(run, experiment_id, sorted(artifacts), metrics, listed_tags)
 
-    def _end(self, run: Run, params: dict[str, str], metrics: dict[str, float],
-             directory: Path, copy: bool, status: int,
+    def _end(self, runs: RunWriter, run: NewRun, params: dict[str, str],
+             metrics: dict[str, float], directory: Path, copy: bool, status: str,
              tags: dict[str, str] | None = None) -> None:
-        """Log params, metrics, tags and (if ``copy``) the directory's files; end the run."""
-        from mlflow.entities import Metric, Param, RunStatus, RunTag
+        """(If ``copy``) store the directory's files; log params, metrics, tags; end the run."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        run_id = run.info.run_id
-        now = _millis()
-        for batch in batches(params, tags or {}, metrics, limits()):
-            retrying(self.client.log_batch, run_id,
-                     metrics=[Metric(k, v, now, 0) for k, v in batch.metrics.items()],
-                     params=[Param(k, v) for k, v in batch.params.items()],
-                     tags=[RunTag(k, v) for k, v in batch.tags.items()])
         if copy and any(directory.iterdir()):
-            get_artifact_repository(run.info.artifact_uri).log_artifacts(str(directory))
-        retrying(self.client.set_terminated, run_id, RunStatus.to_string(status))
+            get_artifact_repository(run.artifact_uri).log_artifacts(str(directory))
+        runs.end(run.run_id, params, metrics, tags or {}, status)
 
-    def _end_quietly(self, run: Run, params: dict[str, str], directory: Path, copy: bool,
-                     status: int) -> None:
+    def _end_quietly(self, runs: RunWriter, run: NewRun, params: dict[str, str],
+                     directory: Path, copy: bool, status: str) -> None:
         """:meth:`_end` for a run whose handler raised: a failure here must not hide that error."""
         try:
-            self._end(run, params, {}, directory, copy, status)
+            self._end(runs, run, params, {}, directory, copy, status)
         except Exception:
-            log.exception("run %s: could not record its failure", run.info.run_id)
+            log.exception("run %s: could not record its failure", run.run_id)
 
-    def _check_still_running(self, run: Run, task: RunningTask) -> None:
+    def _check_still_running(self, runs: RunWriter, run: NewRun, task: RunningTask) -> None:
         """Raise :class:`RunKilledError` if a newer attempt marked ``run`` KILLED meanwhile."""
-        status = retrying(self.client.get_run, run.info.run_id).info.status
+        status = runs.status(run.run_id)
         if status != "RUNNING":
             raise RunKilledError(
-                f"run {run.info.run_id} of task {task.task_id} attempt {task.attempt} was "
+                f"run {run.run_id} of task {task.task_id} attempt {task.attempt} was "
                 f"marked {status} while its handler ran (a newer attempt reclaimed the task "
                 "after this worker's lease expired); its result is discarded")
 
@@ -326,12 +326,12 @@ class MlflowRecorder:
                 killed += 1
         return killed
 
-    def _reference(self, run: Run, experiment_id: str, artifacts: list[str],
+    def _reference(self, run: NewRun, experiment_id: str, artifacts: list[str],
                    metrics: dict[str, float], tags: dict[str, str]) -> dict[str, Any]:
         """The JSON reference a recorded task's pool result is (non-finite metrics as None)."""
-        base = run.info.artifact_uri.rstrip("/")
+        base = run.artifact_uri.rstrip("/")
         return {
-            "run_id": run.info.run_id,
+            "run_id": run.run_id,
             "experiment_id": experiment_id,
             "experiment": self.experiment,
             "artifacts": {name: f"{base}/{name}" for name in artifacts},
@@ -448,14 +448,14 @@ def _tag_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _run_name(task: RunningTask | None) -> str | None:
-    return None if task is None else f"{task.pool}/{task.task_id}#{task.attempt}"
+def _run_name(task: RunningTask | None, tags: Mapping[str, str]) -> str:
+    """``pool/task_id#attempt`` for a pool task, else ``task-`` and the start of its key."""
+    if task is not None:
+        return f"{task.pool}/{task.task_id}#{task.attempt}"
+    return f"task-{tags[f'{TAG_PREFIX}key'][:12]}"
 
 
 def _quoted(value: str) -> str:
     """``value`` as a string literal of MLflow's search filter."""
     return f'"{value}"' if "'" in value else f"'{value}'"
 
-
-def _millis() -> int:
-    return int(time.time() * 1000)

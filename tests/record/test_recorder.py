@@ -18,6 +18,7 @@ from taskloom.retry import RetryPolicy
 from taskloom_recorder import tracking
 from taskloom_recorder.artifacts import read_parquet
 from taskloom_recorder.recorder import MlflowRecorder, RecordedHandler, RunKilledError
+from taskloom_recorder.runs import WRITES_VARIABLE
 
 TASK = {
     "model": {"class": "LGBModel", "module_path": "qlib.contrib.model.gbdt",
@@ -29,6 +30,15 @@ TASK = {
     }}},
     "tags": {"study": "rolling-250", "horizon": 5},
 }
+
+
+@pytest.fixture(scope="module", params=["auto", "client"], autouse=True)
+def writes(request: pytest.FixtureRequest):
+    """Every test here runs twice: runs written straight into the SQLite store, then through
+    MLflow's client (``taskloom_recorder.runs``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(WRITES_VARIABLE, request.param)
+        yield request.param
 
 
 def predict(param, **kwargs):
