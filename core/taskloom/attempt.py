@@ -34,6 +34,7 @@ from taskloom import plugins
 from taskloom.errors import LeaseLostError, TaskEncodingError, TaskloomError, UnknownTaskError
 from taskloom.lease import LeaseKeeper, new_token, owner_id
 from taskloom.outcome import Outcome
+from taskloom.query import And
 from taskloom.retry import RetryPolicy, error_info, failures
 from taskloom.running import RunningTask, current_task, running
 from taskloom.status import FAILED, PART_DONE, RUNNING, WAITING
@@ -199,7 +200,7 @@ class Attempts:
     # claiming and holding
     # ----------------------------------------------------------------------------------------
 
-    def claim(self, query: dict[str, Any], status: str) -> Record | None:
+    def claim(self, query: dict[str, Any] | And, status: str) -> Record | None:
         """Claim the best matching task in ``status`` under a new lease; None if none is left.
 
         A task reclaimed after its lease expired is marked ``failed`` instead when that
@@ -211,7 +212,8 @@ class Attempts:
         )
         return self._claimed(task, query, status)
 
-    def _claimed(self, task: Record | None, query: dict[str, Any], status: str) -> Record | None:
+    def _claimed(self, task: Record | None, query: dict[str, Any] | And,
+                 status: str) -> Record | None:
         """A task a claim returned, once it is known not to be expired out (see :meth:`claim`)."""
         while task is not None and self._fail_if_expired_out(task):
             task = self.pool.claim(
@@ -286,7 +288,8 @@ class Attempts:
             self._fire(finished, task=record, status=status)
 
     def commit_and_claim(
-        self, task: Record, data: Any, status: str, query: dict[str, Any], claim_status: str
+        self, task: Record, data: Any, status: str, query: dict[str, Any] | And,
+        claim_status: str,
     ) -> tuple[bool, Record | None]:
         """:meth:`commit` a fetched task, then :meth:`claim` the next: ``(committed, next)``.
 

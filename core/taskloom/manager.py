@@ -36,8 +36,10 @@ from taskloom.attempt import (
     without_token,
 )
 from taskloom.errors import LeaseLostError, TaskEncodingError, UnknownTaskError
+from taskloom.gctuning import SetupFrozen
 from taskloom.jsontypes import restore, type_map
 from taskloom.outcome import Outcome
+from taskloom.query import And, normalize
 from taskloom.registry import lookup
 from taskloom.retry import RetryPolicy
 from taskloom.status import check_after_status
@@ -313,7 +315,10 @@ class TaskManager:
         attempts it is marked ``failed`` instead and the next task is claimed. None when
         nothing is claimable.
         """
-        task = self.attempts.claim(_query(query), status)
+        return self._fetch(_query(query), status)
+
+    def _fetch(self, query: dict[str, Any] | And, status: str) -> Record | None:
+        task = self.attempts.claim(query, status)
         return None if task is None else _typed(task)
 
     @contextmanager
@@ -424,6 +429,7 @@ class TaskManager:
         after_status: str = DONE,
         on_error: str = OnError.RAISE,
         claim_next: bool = True,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> tuple[str, Record | None]:
         """:meth:`run_one` on a task :meth:`fetch_task` returned, then fetch the next one.
 
@@ -434,8 +440,42 @@ class TaskManager:
         then as usual) and without ``claim_next``. Other arguments as for :meth:`run_one`.
         """
         mode = check_run_args(before_status, after_status, on_error, False, None)
-        return self._run(task, task_func, mode, before_status, after_status, None, False,
+        return self._run(task, task_func, mode, before_status, after_status, kwargs, False,
                          None, (), _query(query) if claim_next else None)
+
+    def run_claimable(
+        self,
+        task_func: Callable[..., Any],
+        query: Mapping[str, Any] | None = None,
+        *,
+        before_status: str = WAITING,
+        after_status: str = DONE,
+        on_error: str = OnError.RAISE,
+        force_release: bool = False,
+        kwargs: Mapping[str, Any] | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> int:
+        """:meth:`run_one` until no task matching ``query`` is claimable; how many attempts ran.
+
+        Each successful commit claims the next task in the same step, as in
+        :meth:`run_fetched`. What the first task loaded is left out of the cycle collector's
+        scans until the loop ends (:class:`~taskloom.gctuning.SetupFrozen`). Arguments as for
+        :meth:`run_one`.
+        """
+        mode = check_run_args(before_status, after_status, on_error, force_release, initializer)
+        node = normalize(_query(query))  # once: a trainer's query lists every task id
+        ran = 0
+        task = self._fetch(node, before_status)
+        with SetupFrozen() as setup:
+            while task is not None:
+                _, task = self._run(task, task_func, mode, before_status, after_status, kwargs,
+                                    force_release, initializer, initargs, node)
+                ran += 1
+                setup.settled()
+                if task is None:
+                    task = self._fetch(node, before_status)
+        return ran
 
     def _run(
         self,
@@ -448,7 +488,7 @@ class TaskManager:
         force_release: bool,
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
-        claim_next: dict[str, Any] | None = None,
+        claim_next: dict[str, Any] | And | None = None,
     ) -> tuple[str, Record | None]:
         """Run a fetched task and commit it; with ``claim_next`` (a query), fetch the next.
 
@@ -646,9 +686,7 @@ def run_task(
         run_recorder.prepare()
         task_func = run_recorder.wrap(task_func)
     tm = TaskManager(task_pool, storage, lease_seconds=lease_seconds, retry_policy=retry_policy)
-    ever_run = False
-    while tm.run_one(task_func, query, before_status=before_status, after_status=after_status,
-                     on_error=on_error, force_release=force_release, kwargs=kwargs,
-                     initializer=initializer, initargs=initargs) is not None:
-        ever_run = True
-    return ever_run
+    return tm.run_claimable(task_func, query, before_status=before_status,
+                            after_status=after_status, on_error=on_error,
+                            force_release=force_release, kwargs=kwargs, initializer=initializer,
+                            initargs=initargs) > 0

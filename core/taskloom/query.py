@@ -109,13 +109,17 @@ class Or:
 Node = Cond | And | Or
 
 
-def normalize(query: Mapping[str, Any] | None) -> And:
+def normalize(query: Mapping[str, Any] | And | None) -> And:
     """Validate ``query`` and return its normalised tree; a :class:`QueryError` names the problem.
 
-    ``None`` and ``{}`` match every record.
+    ``None`` and ``{}`` match every record. A tree is returned as it is, so a loop that
+    claims with one query normalises it once, and a store may remember what it compiled the
+    tree to (nodes are immutable).
     """
     if query is None or (type(query) is dict and not query):
         return _MATCH_ALL
+    if isinstance(query, And):
+        return query
     return _normalize_query(query, "query", 0)
 
 

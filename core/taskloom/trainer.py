@@ -288,9 +288,9 @@ class TrainerRM(Trainer):
         undone = {"_id": {"$in": ids}, "status": {"$in": [before_status, RUNNING]}}
         last: dict[str, int] = {}
         while True:
-            if not self.skip_run_task and tm.run_one(
+            if not self.skip_run_task and tm.run_claimable(
                     func, mine, before_status=before_status, after_status=after_status,
-                    on_error=OnError.RETRY, kwargs=kwargs) is not None:
+                    on_error=OnError.RETRY, kwargs=kwargs):
                 continue
             stat = tm.task_stat(mine)
             if stat != last:
@@ -323,9 +323,8 @@ class TrainerRM(Trainer):
     def _work(tm: TaskManager, func: TrainFunc, before_status: str,
               kwargs: dict[str, Any]) -> None:
         """Run ``func`` on claimable ``before_status`` tasks of the pool until there are none."""
-        while tm.run_one(func, None, before_status=before_status, on_error=OnError.RETRY,
-                         kwargs=kwargs) is not None:
-            pass
+        tm.run_claimable(func, None, before_status=before_status, on_error=OnError.RETRY,
+                         kwargs=kwargs)
 
     def has_worker(self) -> bool:
         """True: :meth:`worker` trains the pool's tasks from any process."""

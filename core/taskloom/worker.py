@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from taskloom import registry
 from taskloom.attempt import OnError
 from taskloom.errors import TaskloomError
+from taskloom.gctuning import SetupFrozen
 from taskloom.manager import TaskManager
 from taskloom.outcome import Outcome
 from taskloom.query import normalize
@@ -220,7 +221,9 @@ def work(config: WorkerConfig, stop: GracefulStop | None = None) -> Counter[str]
     counts once per attempt. With ``stop_on_error`` the handler's first exception propagates.
     A successful task's commit also claims the next task, in one store transaction
     (:meth:`~taskloom.manager.TaskManager.run_fetched`); if a stop comes meanwhile, that task
-    is given back unrun (history: returned), and the last of ``max_tasks`` claims none.
+    is given back unrun (history: returned), and the last of ``max_tasks`` claims none. What
+    the first task loaded is left out of the cycle collector's scans until the loop ends
+    (:class:`~taskloom.gctuning.SetupFrozen`).
     """
     if config.initializer is not None:
         initializer = load_callable("--init", config.initializer)
@@ -242,27 +245,30 @@ def work(config: WorkerConfig, stop: GracefulStop | None = None) -> Counter[str]
     outcomes: Counter[str] = Counter()
     idle_since = time.monotonic()
     task = None  # the task claimed together with the last commit, not run yet
-    while not stop.requested:
-        if config.max_tasks is not None and outcomes.total() >= config.max_tasks:
-            break
-        if task is None:
-            task = tm.fetch_task(config.query, config.before_status)
-        if task is None:
-            if config.idle_exit is not None and time.monotonic() - idle_since >= config.idle_exit:
+    with SetupFrozen() as setup:
+        while not stop.requested:
+            if config.max_tasks is not None and outcomes.total() >= config.max_tasks:
                 break
-            stop.sleep(config.poll_seconds)
-            continue
-        last = config.max_tasks is not None and outcomes.total() + 1 >= config.max_tasks
-        try:
-            outcome, task = tm.run_fetched(
-                task, guarded, config.query, before_status=config.before_status,
-                after_status=config.after_status, on_error=on_error, claim_next=not last)
-        except StopRequested:  # the task was given back
-            outcomes[Outcome.RETURNED] += 1
-            task = None
-            break
-        outcomes[outcome] += 1
-        idle_since = time.monotonic()
+            if task is None:
+                task = tm.fetch_task(config.query, config.before_status)
+            if task is None:
+                if (config.idle_exit is not None
+                        and time.monotonic() - idle_since >= config.idle_exit):
+                    break
+                stop.sleep(config.poll_seconds)
+                continue
+            last = config.max_tasks is not None and outcomes.total() + 1 >= config.max_tasks
+            try:
+                outcome, task = tm.run_fetched(
+                    task, guarded, config.query, before_status=config.before_status,
+                    after_status=config.after_status, on_error=on_error, claim_next=not last)
+            except StopRequested:  # the task was given back
+                outcomes[Outcome.RETURNED] += 1
+                task = None
+                break
+            outcomes[outcome] += 1
+            idle_since = time.monotonic()
+            setup.settled()
     if task is not None:  # a stop came while the last commit claimed it: it never ran
         tm.return_task(task, config.before_status)
     return outcomes

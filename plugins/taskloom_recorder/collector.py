@@ -15,7 +15,6 @@ MLflow and pandas are imported inside the functions: the plugin listing imports 
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import shutil
@@ -23,15 +22,15 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from taskloom.collector import Collector, Processor
 from taskloom.errors import CollectError, MissingArtifactError
+from taskloom.gctuning import gc_paused
 
 from taskloom_recorder.loaders import Loader, artifact_file, load_file, loader_for
 from taskloom_recorder.tracking import tracking_uri as resolve_uri
@@ -86,25 +85,6 @@ def segment_of(run: Run, name: str = "test") -> tuple[pd.Timestamp | None, pd.Ti
 def run_id_key(run: Run) -> str:
     """The default run key: the run id (qlib's default, ``rec.info["id"]``)."""
     return run.info.run_id
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for the block, then restore it as it was.
-
-    A collection allocates tens of thousands of objects (MLflow's database rows, the loaded
-    frames), and every few hundred allocations wake the cycle collector, whose older
-    generations scan every object of a process that imported MLflow and pandas (about 270,000):
-    that was a third of a 500-run collection. Reference counting still frees what the block
-    drops; cycles wait for the collector's next pass.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class RecorderCollector(Collector):

@@ -402,6 +402,9 @@ class SQLitePool(Pool):
     def __init__(self, store: SQLiteStore, name: str) -> None:
         self._store = store
         self.name = name
+        #: the last claim query tree and its SQL condition: a worker loop claims with one
+        #: tree again and again, and a trainer's lists every task id of its study
+        self._last_claim: tuple[And, tuple[str, list[Any]]] | None = None
 
     def _record(
         self, row: tuple[Any, ...], written: Mapping[str, Any] | None = None
@@ -478,7 +481,12 @@ class SQLitePool(Pool):
         self, status: str, query: And, lease: dict[str, Any], now: float
     ) -> tuple[str, list[Any]]:
         """The claim's SQL (see ``_CLAIM``) and its parameters."""
-        condition, cond_params = where(query)
+        last = self._last_claim
+        if last is not None and last[0] is query:
+            condition, cond_params = last[1]
+        else:
+            condition, cond_params = where(query)
+            self._last_claim = (query, (condition, cond_params))
         return _claim_sql(condition), [now, lease["owner"], lease["token"], lease["until"],
                                        status, self.name, *cond_params * 3]
 

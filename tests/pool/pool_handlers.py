@@ -7,6 +7,7 @@ count how many times each task really ran, in which process.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import signal
@@ -110,3 +111,8 @@ def runs(log_path: str) -> dict[int, list[int]]:
             i, process = line.split()
             out.setdefault(int(i), []).append(int(process))
     return out
+
+
+def freeze_count(param: Any, **kwargs: Any) -> dict[str, int]:
+    """How many objects are frozen out of the cycle collector's scans while the task runs."""
+    return {"frozen": gc.get_freeze_count()}

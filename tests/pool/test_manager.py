@@ -200,6 +200,40 @@ def test_run_task_passes_def_or_res_and_kwargs_and_chains_stages(tm):
     assert sorted(t["res"]["v"] for t in tm.query({"status": "done"})) == [11, 21]
 
 
+def test_run_claimable_runs_every_matching_task_committing_and_claiming_together(
+        tm, monkeypatch):
+    tm.create_task([{"i": 1}, {"i": 2, "poison": True}, {"i": 3}, {"other": 4}])
+    tm.retry_policy = RetryPolicy(max_attempts=1)
+    steps = []
+    commit_and_claim = tm.attempts.commit_and_claim
+
+    def spy(*args, **kwargs):
+        steps.append(args[0]["_id"])
+        return commit_and_claim(*args, **kwargs)
+
+    monkeypatch.setattr(tm.attempts, "commit_and_claim", spy)
+    ran = tm.run_claimable(pool_handlers.fail_on_poison, {"i": {"$exists": True}},
+                           on_error="retry", kwargs={})
+    assert ran == 3  # the poisoned task's one allowed attempt counts too
+    assert tm.task_stat() == {"done": 2, "failed": 1, "waiting": 1}
+    assert len(steps) == 2  # each successful commit claimed the next task in the same step
+    assert [task["status"] for task in tm.query({"other": 4})] == ["waiting"]
+
+
+def test_a_claim_loop_normalises_and_compiles_its_query_once(tmp_path, monkeypatch):
+    import taskloom_sqlite.store as sqlite_store
+
+    tm = TaskManager("once", f"sqlite:///{tmp_path}/p.db")
+    ids = tm.create_task([{"n": n} for n in range(30)])
+    compiled = []
+    where = sqlite_store.where
+    monkeypatch.setattr(sqlite_store, "where", lambda node: compiled.append(node) or where(node))
+    # a trainer's query lists every task id: compiling it per claim made a study quadratic
+    assert tm.run_claimable(pool_handlers.pid, {"_id": {"$in": ids[:20]}}) == 20
+    assert len(compiled) == 1
+    assert tm.task_stat() == {"done": 20, "waiting": 10}
+
+
 def test_run_task_rejects_other_before_statuses_before_claiming(tm):
     tm.create_task([{"a": 1}])
     tm.fetch_task()
