@@ -43,12 +43,14 @@ class ArtifactError(TaskloomError):
     """A returned value cannot be written as the artifact its type calls for."""
 
 
-def write_task(task: Any, directory: Path) -> None:
-    """``task.json`` (the task as plain JSON) and, if it has non-JSON types, ``task.types.json``."""
-    _write_json(directory / "task.json", to_canonical(task))
+def task_files(task: Any) -> dict[str, str]:
+    """The text of ``task.json`` (the task as plain JSON) and, if the task has non-JSON types,
+    of ``task.types.json``, by file name."""
+    files = {"task.json": _json_text(to_canonical(task))}
     types = type_map(task)
     if types:
-        _write_json(directory / "task.types.json", types)
+        files["task.types.json"] = _json_text(types)
+    return files
 
 
 def write_result(value: Any, directory: Path) -> dict[str, float]:
@@ -137,7 +139,11 @@ def _write_entry(key: Any, value: Any, path: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=1, allow_nan=False))
+    path.write_text(_json_text(data))
+
+
+def _json_text(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, indent=1, allow_nan=False)
 
 
 def _is_number(value: Any) -> bool:

@@ -4,7 +4,8 @@ A run is made in two writes (:mod:`taskloom_recorder.runs`): created RUNNING wit
 then, once its files are written (straight into a new run's folder on a local store, else
 copied in one go), ended with its params and metrics. On MLflow's SQLite store each write is
 one short SQL transaction; elsewhere it goes through MLflow's client. Every store call is
-retried while SQLite is locked (:mod:`taskloom_recorder.retry`).
+retried while SQLite is locked (:mod:`taskloom_recorder.retry`). The run's folder and task
+files are written by a background thread while the handler runs.
 ``docs/recording.md`` has the whole story: tags, params, artifacts, the result reference,
 orphaned and failed runs.
 
@@ -15,9 +16,11 @@ listing plugins or running ``taskloom --help`` must not pay seconds for it.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +31,7 @@ from taskloom.taskkey import task_key
 from taskloom.train import TASK_ID_TAG
 
 from taskloom_recorder import tracking
-from taskloom_recorder.artifacts import write_result, write_task
+from taskloom_recorder.artifacts import task_files, write_result
 from taskloom_recorder.loaders import load_task, local_artifact_dir
 from taskloom_recorder.params import fit, flatten, limits
 from taskloom_recorder.retry import retrying
@@ -257,17 +260,19 @@ class MlflowRecorder:
         in_place = None if earlier is not None else local_artifact_dir(run.artifact_uri)
         with _files_folder(in_place) as directory:
             copy = in_place is None
+            written = None
             try:
-                write_task(param, directory)
-                metrics = fit(write_result(handler(param, **kwargs), directory),
-                              limits().key_length, None)
+                written = _write_soon(task_files(param), directory)
+                value = handler(param, **kwargs)
+                written.result()
+                metrics = fit(write_result(value, directory), limits().key_length, None)
                 if task is not None and task.may_be_reclaimed():
                     self._check_still_running(runs, run, task)
                 self._end(runs, run, params, metrics, directory, copy, "FINISHED", end_tags)
             except RunKilledError:
                 raise
             except BaseException as exc:
-                (directory / ERROR_ARTIFACT).write_text(traceback.format_exc())
+                _write_error(directory, written)
                 status = "FAILED" if isinstance(exc, Exception) else "KILLED"
                 self._end_quietly(runs, run, params, directory, copy, status)
                 raise
@@ -392,9 +397,9 @@ def run_tags(task_def: Any, task: RunningTask | None) -> dict[str, str]:
 @contextmanager
 def _files_folder(in_place: Path | None) -> Iterator[Path]:
     """Where a run's files are written: ``in_place`` (a new run's own local artifact folder,
-    so nothing is copied), else a temporary folder the run end copies into the store."""
+    so nothing is copied; made with the task's files), else a temporary folder the run end
+    copies into the store."""
     if in_place is not None:
-        in_place.mkdir(parents=True, exist_ok=True)
         yield in_place
         return
     with tempfile.TemporaryDirectory(prefix="taskloom-run-") as tmp:
@@ -459,3 +464,33 @@ def _quoted(value: str) -> str:
     """``value`` as a string literal of MLflow's search filter."""
     return f'"{value}"' if "'" in value else f"'{value}'"
 
+
+#: the thread that writes runs' task files, one per process (a forked child makes its own)
+_FILE_WRITERS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _write_soon(files: dict[str, str], directory: Path) -> Future[None]:
+    """Make ``directory`` and write ``files`` (name: text) into it on a background thread.
+
+    The handler runs meanwhile: a run's folder and task files are file-system work, a
+    millisecond or more per run on the build machine, that the system does while Python
+    trains. The texts are made before, so a handler that changes its task changes nothing.
+    """
+    pid = os.getpid()
+    if pid not in _FILE_WRITERS:
+        _FILE_WRITERS[pid] = ThreadPoolExecutor(1, thread_name_prefix="taskloom-files")
+    return _FILE_WRITERS[pid].submit(_write_files, files, directory)
+
+
+def _write_files(files: dict[str, str], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+
+
+def _write_error(directory: Path, written: Future[None] | None) -> None:
+    """``error.txt`` with the traceback being handled, once the task's files are settled."""
+    if written is not None:
+        wait([written])
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / ERROR_ARTIFACT).write_text(traceback.format_exc())

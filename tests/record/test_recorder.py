@@ -203,6 +203,36 @@ def test_a_failing_handler_fails_its_run_with_the_traceback_and_the_pool_retries
         assert run.data.params["model.class"] == "LGBModel"
 
 
+def change_my_task(param, **kwargs):
+    """A handler that changes the task it was given (the run records the task as given)."""
+    param["model"]["class"] = "Changed"
+    param["tags"].clear()
+    return 1.0
+
+
+def test_the_task_recorded_is_the_one_given_whatever_the_handler_does_to_it(
+        client, experiment):
+    task = json.loads(json.dumps(TASK, default=str))
+    ref = MlflowRecorder(experiment).wrap(change_my_task)(task)
+    recorded = json.loads(Path(client.download_artifacts(ref["run_id"], "task.json")).read_text())
+    assert recorded["model"]["class"] == "LGBModel" and recorded["tags"] == TASK["tags"]
+
+
+def test_a_run_whose_task_files_cannot_be_written_fails_naming_why(client, experiment,
+                                                                   monkeypatch):
+    def disk_full(files, directory):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("taskloom_recorder.recorder._write_files", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        MlflowRecorder(experiment).wrap(predict)(TASK)
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    (run,) = client.search_runs([exp_id])
+    assert run.info.status == "FAILED"
+    text = Path(client.download_artifacts(run.info.run_id, "error.txt")).read_text()
+    assert "No space left on device" in text
+
+
 def kill_my_run(param, **kwargs):
     """What a newer attempt does to this stalled one: mark its RUNNING run KILLED.
 
