@@ -44,8 +44,12 @@ def fail(param, **kwargs):
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> str:
-    """A fresh SQLite tracking store (its tables made by MLflow) holding experiment ``e``."""
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite tracking store (its tables made by MLflow) holding experiment ``e``.
+
+    The working directory is the test's own, where MLflow puts the experiment's artifacts.
+    """
+    monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowRecorder("e", tracking_uri=uri).prepare()
     return uri
