@@ -10,7 +10,7 @@ It writes the five tables a run lives in (``runs``, ``tags``, ``params``, ``metr
 ``latest_metrics``) with the values MLflow's own store writes, and only when those tables have
 exactly the columns it knows (:func:`sqlite_layout_known`); any other store, or an MLflow whose
 tables changed, is written through :class:`ClientRuns`. MLflow reads such a run like any other:
-``tests/record/test_direct_runs.py`` compares the two field by field.
+``tests/record/test_run_writers.py`` compares the two field by field.
 ``TASKLOOM_MLFLOW_WRITES=client`` makes every run go through the client.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import sys
 import threading
 import time
 import uuid
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 #: the environment variable that chooses how runs are written: ``auto`` or ``client``
 WRITES_VARIABLE = "TASKLOOM_MLFLOW_WRITES"
-SQLITE_PREFIX = "sqlite:///"
 
 #: the columns of each table a run is written to, as MLflow's SQLite store has them
 RUN_TABLES: dict[str, frozenset[str]] = {
@@ -51,8 +51,6 @@ RUN_TABLES: dict[str, frozenset[str]] = {
 }
 #: the columns read from ``experiments`` (it may have more)
 EXPERIMENT_COLUMNS = frozenset({"experiment_id", "artifact_location", "lifecycle_stage"})
-#: what MLflow stores for an infinite metric (the largest float, signed); NaN is 0 with is_nan
-_LARGEST = 1.7976931348623157e308
 #: how long a write waits for another process's transaction on the same file
 BUSY_SECONDS = 60.0
 
@@ -209,19 +207,25 @@ class SqliteRuns:
         if row is None:
             raise MlflowException(f"run {run_id} not found")
         return row[0]
+
+
 def stored_metric(value: float) -> tuple[float, int]:
-    """A metric value as MLflow's SQL store keeps it: ``(value, is_nan)``."""
+    """A metric value as MLflow's SQL store keeps it: ``(value, is_nan)``.
+
+    NaN is 0 with ``is_nan``; an infinity is the largest float, signed.
+    """
     if math.isnan(value):
         return 0.0, 1
     if math.isinf(value):
-        return math.copysign(_LARGEST, value), 0
+        return math.copysign(sys.float_info.max, value), 0
     return float(value), 0
 
 
 def sqlite_layout_known(path: Path) -> bool:
     """Whether the SQLite file's run tables have exactly the columns :class:`SqliteRuns` writes."""
     try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_SECONDS)
+        connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True,
+                                     timeout=BUSY_SECONDS)
     except sqlite3.Error:
         return False
     try:
@@ -258,8 +262,8 @@ def writer(uri: str) -> RunWriter:
 
 
 def _choose(uri: str, mode: str) -> RunWriter:
-    if mode == "auto" and uri.startswith(SQLITE_PREFIX) and "?" not in uri:
-        path = Path(uri[len(SQLITE_PREFIX):])
+    if mode == "auto" and uri.startswith(tracking.SQLITE_PREFIX) and "?" not in uri:
+        path = Path(uri[len(tracking.SQLITE_PREFIX):]).absolute()  # fixed: cwd may change
         if path.name != ":memory:" and path.is_file() and sqlite_layout_known(path):
             return SqliteRuns(path)
     return ClientRuns(tracking.client(uri))

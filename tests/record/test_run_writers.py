@@ -199,3 +199,13 @@ def test_threads_recording_at_once_each_write_their_own_runs(store):
     client = tracking.client(store)
     statuses = [client.get_run(ref["run_id"]).info.status for ref in refs]
     assert statuses == ["FINISHED"] * 20
+
+
+def test_a_store_in_a_folder_with_odd_characters_is_written_directly(tmp_path, monkeypatch):
+    folder = tmp_path / "my runs #1"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    ref = MlflowRecorder("e", tracking_uri=uri).wrap(predict)(TASK)
+    assert isinstance(writer(uri), SqliteRuns)
+    assert tracking.client(uri).get_run(ref["run_id"]).info.status == "FINISHED"
