@@ -67,12 +67,21 @@ CANCELLABLE = (WAITING, PART_DONE, RUNNING)
 INSERTABLE_FIELDS = frozenset({"def", "filter", "status", "res", "priority"})
 
 
-def _query(query: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A private copy of a caller's query (qlib mutated the caller's dict)."""
+def _query(query: Mapping[str, Any] | And | None) -> dict[str, Any] | And:
+    """A private copy of a caller's query (qlib mutated the caller's dict).
+
+    A tree :func:`~taskloom.query.normalize` made is immutable and passes as it is, so a loop
+    that normalised its query once claims with the same tree (a store may keep what it
+    compiled it to).
+    """
     if query is None:
         return {}
-    # a plain dict, the usual case, skips the ABC check (a worker's every claim)
-    if type(query) is not dict and not isinstance(query, Mapping):
+    # a plain dict, the usual case, skips the other checks (a worker's every claim)
+    if type(query) is dict:
+        return dict(query)
+    if isinstance(query, And):
+        return query
+    if not isinstance(query, Mapping):
         raise TypeError(f"a query is a dict, not {type(query).__name__}")
     return dict(query)
 
@@ -304,7 +313,7 @@ class TaskManager:
     # ----------------------------------------------------------------------------------------
 
     def fetch_task(
-        self, query: Mapping[str, Any] | None = None, status: str = WAITING
+        self, query: Mapping[str, Any] | And | None = None, status: str = WAITING
     ) -> Record | None:
         """Claim the best matching task in ``status`` (highest priority, then oldest).
 
@@ -423,7 +432,7 @@ class TaskManager:
         self,
         task: Record,
         task_func: Callable[..., Any],
-        query: Mapping[str, Any] | None = None,
+        query: Mapping[str, Any] | And | None = None,
         *,
         before_status: str = WAITING,
         after_status: str = DONE,

@@ -244,13 +244,14 @@ def work(config: WorkerConfig, stop: GracefulStop | None = None) -> Counter[str]
     on_error = OnError.RAISE if config.stop_on_error else OnError.RETRY
     outcomes: Counter[str] = Counter()
     idle_since = time.monotonic()
+    query = normalize(config.query)  # once: the store may keep what it compiled it to
     task = None  # the task claimed together with the last commit, not run yet
     with SetupFrozen() as setup:
         while not stop.requested:
             if config.max_tasks is not None and outcomes.total() >= config.max_tasks:
                 break
             if task is None:
-                task = tm.fetch_task(config.query, config.before_status)
+                task = tm.fetch_task(query, config.before_status)
             if task is None:
                 if (config.idle_exit is not None
                         and time.monotonic() - idle_since >= config.idle_exit):
@@ -260,7 +261,7 @@ def work(config: WorkerConfig, stop: GracefulStop | None = None) -> Counter[str]
             last = config.max_tasks is not None and outcomes.total() + 1 >= config.max_tasks
             try:
                 outcome, task = tm.run_fetched(
-                    task, guarded, config.query, before_status=config.before_status,
+                    task, guarded, query, before_status=config.before_status,
                     after_status=config.after_status, on_error=on_error, claim_next=not last)
             except StopRequested:  # the task was given back
                 outcomes[Outcome.RETURNED] += 1

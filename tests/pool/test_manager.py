@@ -220,16 +220,25 @@ def test_run_claimable_runs_every_matching_task_committing_and_claiming_together
     assert [task["status"] for task in tm.query({"other": 4})] == ["waiting"]
 
 
-def test_a_claim_loop_normalises_and_compiles_its_query_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("loop", ["run_claimable", "worker"])
+def test_a_claim_loop_normalises_and_compiles_its_query_once(loop, tmp_path, monkeypatch):
     import taskloom_sqlite.store as sqlite_store
+    from taskloom.worker import WorkerConfig, work
 
-    tm = TaskManager("once", f"sqlite:///{tmp_path}/p.db")
+    url = f"sqlite:///{tmp_path}/p.db"
+    tm = TaskManager("once", url)
     ids = tm.create_task([{"n": n} for n in range(30)])
     compiled = []
     where = sqlite_store.where
     monkeypatch.setattr(sqlite_store, "where", lambda node: compiled.append(node) or where(node))
     # a trainer's query lists every task id: compiling it per claim made a study quadratic
-    assert tm.run_claimable(pool_handlers.pid, {"_id": {"$in": ids[:20]}}) == 20
+    query = {"_id": {"$in": ids[:20]}}
+    if loop == "run_claimable":
+        assert tm.run_claimable(pool_handlers.pid, query) == 20
+    else:
+        config = WorkerConfig(pool="once", storage=url, handler="pool.pool_handlers:pid",
+                              query=query, idle_exit=0)
+        assert work(config) == {"done": 20}
     assert len(compiled) == 1
     assert tm.task_stat() == {"done": 20, "waiting": 10}
 
